@@ -1,0 +1,12 @@
+//! The OpenTwins-rs twin engine: Ditto-compatible Things, the Ditto Protocol, RFC 7396 merge
+//! patches, RQL queries, policies, storage and the engine that applies commands. No network code
+//! lives here; `opentwins-transport` carries commands and events across process boundaries.
+
+pub mod error;
+pub mod model;
+pub mod patch;
+pub mod protocol;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Level, Result};
+pub use model::{FieldSelector, PolicyId, Pointer, Thing, ThingId, Timestamp};
