@@ -2,11 +2,14 @@
 //! patches, RQL queries, policies, storage and the engine that applies commands. No network code
 //! lives here; `opentwins-transport` carries commands and events across process boundaries.
 
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod patch;
 pub mod protocol;
+pub mod sink;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Level, Result};
 pub use model::{FieldSelector, PolicyId, Pointer, Thing, ThingId, Timestamp};
+pub use engine::{EngineConfig, Outcome, Twins};

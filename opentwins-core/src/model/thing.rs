@@ -190,6 +190,30 @@ impl Thing {
         v
     }
 
+    /// [`Thing::full_json`] serialised to bytes without copying the body first (for stores).
+    pub fn to_full_vec(&self) -> Vec<u8> {
+        struct Full<'a>(&'a Thing);
+        impl serde::Serialize for Full<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let t = self.0;
+                let body = t.body.as_object();
+                let mut m = s.serialize_map(None)?;
+                for (k, v) in body.into_iter().flatten() {
+                    m.serialize_entry(k, v)?;
+                }
+                m.serialize_entry("_revision", &t.revision)?;
+                m.serialize_entry("_created", &t.created.to_string())?;
+                m.serialize_entry("_modified", &t.modified.to_string())?;
+                if let Some(md) = &t.metadata {
+                    m.serialize_entry("_metadata", md)?;
+                }
+                m.end()
+            }
+        }
+        serde_json::to_vec(&Full(self)).expect("a JSON value always serialises")
+    }
+
     /// A value of one of the underscore fields (`_revision`, `_created`, `_modified`,
     /// `_metadata`) or of the body, by top-level key. Used by RQL and field selection.
     pub fn field(&self, key: &str) -> Option<std::borrow::Cow<'_, Value>> {
@@ -261,6 +285,8 @@ mod tests {
         t.set_metadata(Some(json!({"attributes": {"x": {"hlc": 1}}})));
         let back = Thing::from_full_json(t.full_json()).unwrap();
         assert_eq!(back, t);
+        let bytes: Value = serde_json::from_slice(&t.to_full_vec()).unwrap();
+        assert_eq!(bytes, t.full_json());
         assert_eq!(back.revision(), 2);
     }
 

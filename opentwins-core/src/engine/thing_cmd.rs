@@ -1,0 +1,473 @@
+//! Applying twin commands: create, retrieve, modify, merge, delete at every level of a thing.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::access::Access;
+use super::precondition::{Preconditions, condition_failed};
+use super::{Inner, Outcome, Twins, lock};
+use crate::error::{Error, ErrorKind, Level, Result};
+use crate::model::schema::{self, Mode, json_size};
+use crate::model::{PolicyId, Pointer, Thing, ThingId, Timestamp};
+use crate::patch;
+use crate::policy::{AuthContext, Permission, Policy, ResourceType};
+use crate::protocol::{Action, EventAction, Headers, ThingCommand, ThingEvent, ThingResponse};
+use crate::store::{Durable, Expect, Kind, Record, WriteOp};
+
+impl Twins {
+    /// Applies one twin command for the caller `auth`: the response plus the events it caused
+    /// (filtered to what the caller may read), or a Ditto error. Nothing changes on error.
+    ///
+    /// With `requested-acks: twin-persisted` a write is answered only once durable.
+    pub async fn apply(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome> {
+        let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
+        let (outcome, durable) = self.inner.apply_sync(auth, cmd)?;
+        if let Some(durable) = durable {
+            self.inner.settle(durable, wait).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// What a write did, before it becomes a response and an event.
+struct Change {
+    status: u16,
+    event: EventAction,
+    response_value: Option<Value>,
+    event_value: Option<Value>,
+}
+
+impl Inner {
+    fn apply_sync(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<(Outcome, Option<Durable>)> {
+        let level = Level::of(&cmd.path)?;
+        let pre = Preconditions::parse(&cmd.headers)?;
+        if cmd.action.is_write() {
+            self.check_store()?;
+        }
+        match (cmd.action, &cmd.value) {
+            (Action::Create, _) if !cmd.path.is_root() => {
+                return Err(Error::new(
+                    ErrorKind::ProtocolInvalid,
+                    format!("A create command must have the path '/', not '{}'.", cmd.path),
+                ));
+            }
+            (Action::Create | Action::Modify | Action::Merge, None) => {
+                return Err(Error::field_invalid(format!(
+                    "The {} command at '{}' needs a value.",
+                    cmd.action.as_str(),
+                    cmd.path
+                )));
+            }
+            (Action::Create | Action::Modify | Action::Merge, Some(v)) => {
+                let size = json_size(v);
+                if size > self.config.max_value_bytes {
+                    return Err(too_large("value", size, self.config.max_value_bytes));
+                }
+                let mode = if cmd.action == Action::Merge { Mode::Patch } else { Mode::Full };
+                schema::validate(&cmd.thing_id, level, v, mode)?;
+            }
+            _ => {}
+        }
+
+        let creates = cmd.path.is_root() && matches!(cmd.action, Action::Create | Action::Modify);
+        let slot = if creates {
+            self.things.get_or_insert(&cmd.thing_id)
+        } else {
+            self.things.get(&cmd.thing_id).ok_or_else(|| not_found_thing(&cmd.thing_id))?
+        };
+        let mut guard = lock(&slot);
+        let Some(thing) = guard.as_mut() else {
+            if !creates {
+                return Err(not_found_thing(&cmd.thing_id));
+            }
+            pre.check_tags(None, false, "Thing")?;
+            let (thing, outcome, durable) = self.create(auth, cmd)?;
+            *guard = Some(thing);
+            return Ok((outcome, Some(durable)));
+        };
+
+        let policy = self.policy(thing.policy_id());
+        let access = Access::new(auth, policy.as_deref());
+        if !access.read_partial(&Pointer::root()) {
+            return Err(not_found_thing(&cmd.thing_id));
+        }
+        if cmd.action == Action::Create {
+            return Err(Error::new(
+                ErrorKind::ThingConflict,
+                format!("The Thing with ID '{}' already exists.", cmd.thing_id),
+            )
+            .with_description("Choose another Thing ID, or modify the existing Thing."));
+        }
+        pre.check_tags(Some(&thing.etag()), cmd.action == Action::Retrieve, "Thing")?;
+        if let Some(condition) = &pre.condition {
+            let holds = if access.read_all(&Pointer::root()) {
+                condition.matches(&*thing)
+            } else {
+                access.filter(&Pointer::root(), thing.body()).is_some_and(|v| condition.matches(&v))
+            };
+            if !holds {
+                return Err(condition_failed(condition));
+            }
+        }
+
+        if cmd.action == Action::Retrieve {
+            let value = retrieve(thing, &cmd, level, &access)?;
+            let response = ThingResponse {
+                thing_id: cmd.thing_id,
+                action: cmd.action,
+                path: cmd.path,
+                status: 200,
+                value: Some(value),
+                headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+            };
+            return Ok((Outcome { response, events: Vec::new() }, None));
+        }
+
+        // Writes: permission first, so a caller learns nothing it may not read.
+        let allowed = match (&cmd.action, &cmd.value) {
+            (Action::Merge, Some(patch)) => {
+                merge_targets(&cmd.path, patch).iter().all(|(p, whole)| {
+                    if *whole { access.write_all(p) } else { access.write_at(p) }
+                })
+            }
+            _ => access.write_all(&cmd.path),
+        };
+        if !allowed {
+            return Err(if access.read_partial(&cmd.path) {
+                Error::not_modifiable(level, cmd.thing_id.as_str(), &cmd.path.to_string())
+            } else {
+                Error::not_found(level, cmd.thing_id.as_str(), &cmd.path.to_string())
+            });
+        }
+
+        if cmd.action == Action::Delete && cmd.path.is_root() {
+            let old_revision = thing.revision();
+            let event = ThingEvent {
+                thing_id: cmd.thing_id.clone(),
+                action: EventAction::Deleted,
+                path: Pointer::root(),
+                value: None,
+                revision: old_revision + 1,
+                timestamp: Timestamp::now(),
+                headers: cmd.headers.for_reply(),
+            };
+            let durable = self.store.write(vec![WriteOp::Delete {
+                kind: Kind::Thing,
+                id: cmd.thing_id.to_string(),
+                expect: Expect::Revision(old_revision),
+            }]);
+            self.emit(&event, None, policy.clone());
+            *guard = None;
+            let response = ThingResponse {
+                thing_id: cmd.thing_id,
+                action: cmd.action,
+                path: cmd.path,
+                status: 204,
+                value: None,
+                headers: cmd.headers.for_reply(),
+            };
+            let events = access.filter_event(&event).into_iter().collect();
+            return Ok((Outcome { response, events }, Some(durable)));
+        }
+
+        let old_revision = thing.revision();
+        let change = self.change(thing, &cmd, level)?;
+        let now = Timestamp::now();
+        thing.touch(now);
+        let durable = self.store.write(vec![WriteOp::Put {
+            record: thing_record(thing),
+            expect: Expect::Revision(old_revision),
+        }]);
+        let event = ThingEvent {
+            thing_id: cmd.thing_id.clone(),
+            action: change.event,
+            path: cmd.path.clone(),
+            value: change.event_value,
+            revision: thing.revision(),
+            timestamp: now,
+            headers: cmd.headers.for_reply(),
+        };
+        // The policy may have changed with the command.
+        let policy = self.policy(thing.policy_id());
+        self.emit(&event, Some(thing), policy.clone());
+        let access = Access::new(auth, policy.as_deref());
+        let response = ThingResponse {
+            thing_id: cmd.thing_id,
+            action: cmd.action,
+            path: cmd.path.clone(),
+            status: change.status,
+            value: change.response_value.and_then(|v| access.filter(&cmd.path, &v)),
+            headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+        };
+        let events = access.filter_event(&event).into_iter().collect();
+        Ok((Outcome { response, events }, Some(durable)))
+    }
+
+    /// Applies modify / merge / delete below the root to `thing`'s body, or changes nothing and
+    /// fails. Revision and events are the caller's business.
+    fn change(&self, thing: &mut Thing, cmd: &ThingCommand, level: Level) -> Result<Change> {
+        let path = &cmd.path;
+        if let Some(feature) = feature_of(path)
+            && level != Level::Feature
+            && cmd.action != Action::Merge
+            && thing.get(&feature).is_none()
+        {
+            return Err(Error::not_found(Level::Feature, cmd.thing_id.as_str(), &feature.to_string()));
+        }
+        if let Some(new_policy) = new_policy_id(cmd, thing)
+            && self.policy(&new_policy).is_none()
+        {
+            return Err(Error::new(
+                ErrorKind::PolicyNotFound,
+                format!("The Policy with ID '{new_policy}' could not be found or requester had insufficient permissions to access it."),
+            )
+            .with_description("A Thing can only refer to an existing Policy."));
+        }
+        let old = path.get(thing.body()).cloned();
+        let change = match cmd.action {
+            Action::Modify => {
+                let value = cmd.value.clone().unwrap_or(Value::Null);
+                if path.is_root() {
+                    let body = normalise_body(thing, value.clone());
+                    *thing.body_mut() = body;
+                } else {
+                    path.set(thing.body_mut(), value.clone());
+                }
+                let created = old.is_none();
+                Change {
+                    status: if created { 201 } else { 204 },
+                    event: if created { EventAction::Created } else { EventAction::Modified },
+                    response_value: created.then(|| value.clone()),
+                    event_value: Some(value),
+                }
+            }
+            Action::Merge => {
+                let patch = cmd.value.clone().unwrap_or(Value::Null);
+                patch::merge_at(thing.body_mut(), path, &patch);
+                Change { status: 204, event: EventAction::Merged, response_value: None, event_value: Some(patch) }
+            }
+            Action::Delete => {
+                if level == Level::PolicyId {
+                    return Err(Error::field_invalid("The policyId of a Thing cannot be deleted; modify it instead."));
+                }
+                if old.is_none() {
+                    return Err(Error::not_found(level, cmd.thing_id.as_str(), &path.to_string()));
+                }
+                path.remove(thing.body_mut());
+                Change { status: 204, event: EventAction::Deleted, response_value: None, event_value: None }
+            }
+            Action::Create | Action::Retrieve => unreachable!("handled by the caller"),
+        };
+        let size = json_size(thing.body());
+        if size > self.config.max_thing_bytes {
+            // Undo: put back exactly what was at the path.
+            match old {
+                Some(old) if path.is_root() => *thing.body_mut() = old,
+                Some(old) => {
+                    path.set(thing.body_mut(), old);
+                }
+                None => {
+                    path.remove(thing.body_mut());
+                }
+            }
+            return Err(too_large("Thing", size, self.config.max_thing_bytes));
+        }
+        Ok(change)
+    }
+
+    /// Creates a thing (the slot is locked and empty).
+    fn create(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<(Thing, Outcome, Durable)> {
+        let now = Timestamp::now();
+        let value = cmd.value.clone().unwrap_or(Value::Null);
+        let thing = Thing::new(cmd.thing_id.clone(), value, now)?;
+        let size = json_size(thing.body());
+        if size > self.config.max_thing_bytes {
+            return Err(too_large("Thing", size, self.config.max_thing_bytes));
+        }
+        let _policy_guard = lock(&self.policy_write);
+        let mut ops = Vec::with_capacity(2);
+        let explicit = cmd.value.as_ref().and_then(|v| v.get("policyId")).is_some();
+        let policy = match (self.policy(thing.policy_id()), explicit) {
+            (Some(p), _) => p,
+            (None, true) => {
+                return Err(not_creatable(
+                    &cmd.thing_id,
+                    &format!("the Policy with ID '{}' does not exist", thing.policy_id()),
+                ));
+            }
+            (None, false) => {
+                let policy = Arc::new(Policy::default_for(thing.policy_id().clone(), auth, now));
+                ops.push(WriteOp::Put { record: policy_record(&policy), expect: Expect::Absent });
+                policy
+            }
+        };
+        if !auth.is_system() && !policy.has_permission(auth, ResourceType::Thing, &Pointer::root(), Permission::Write) {
+            return Err(not_creatable(&cmd.thing_id, "the Policy does not grant the requester WRITE on 'thing:/'"));
+        }
+        ops.push(WriteOp::Put { record: thing_record(&thing), expect: Expect::Absent });
+        let durable = self.store.write(ops);
+        self.policies_mut().insert(policy.id().clone(), policy.clone());
+        drop(_policy_guard);
+
+        let event = ThingEvent {
+            thing_id: cmd.thing_id.clone(),
+            action: EventAction::Created,
+            path: Pointer::root(),
+            value: Some(thing.body().clone()),
+            revision: thing.revision(),
+            timestamp: now,
+            headers: cmd.headers.for_reply(),
+        };
+        self.emit(&event, Some(&thing), Some(policy.clone()));
+        let access = Access::new(auth, Some(&policy));
+        let response = ThingResponse {
+            thing_id: cmd.thing_id,
+            action: cmd.action,
+            path: cmd.path,
+            status: 201,
+            value: access.filter(&Pointer::root(), thing.body()),
+            headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+        };
+        let events = access.filter_event(&event).into_iter().collect();
+        Ok((thing, Outcome { response, events }, durable))
+    }
+
+    fn policies_mut(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<PolicyId, Arc<Policy>>> {
+        super::write(&self.policies)
+    }
+
+    /// Hands an event to every sink and every subscriber, while the thing is locked.
+    fn emit(&self, event: &ThingEvent, thing: Option<&Thing>, policy: Option<Arc<Policy>>) {
+        for sink in super::read(&self.sinks).iter() {
+            sink.on_event(event, thing);
+        }
+        if self.events.receiver_count() > 0 {
+            // No receiver is not an error: nobody subscribed.
+            let _ = self.events.send(Arc::new(super::subscribe::Published { event: event.clone(), policy }));
+        }
+    }
+}
+
+/// The value a retrieve returns: the resource at the path, filtered by READ, then by `fields`.
+fn retrieve(thing: &Thing, cmd: &ThingCommand, level: Level, access: &Access<'_>) -> Result<Value> {
+    let path = &cmd.path;
+    let raw = thing
+        .get(path)
+        .ok_or_else(|| Error::not_found(level, cmd.thing_id.as_str(), &path.to_string()))?;
+    let mut value = access
+        .filter(path, raw)
+        .ok_or_else(|| Error::not_found(level, cmd.thing_id.as_str(), &path.to_string()))?;
+    if let Some(fields) = &cmd.fields {
+        if path.is_root()
+            && let Value::Object(m) = &mut value
+        {
+            for key in ["_revision", "_created", "_modified"] {
+                if fields.selects_top(key)
+                    && let Some(v) = thing.field(key)
+                {
+                    m.insert(key.to_owned(), v.into_owned());
+                }
+            }
+            if fields.selects_top("_metadata")
+                && access.read_all(&Pointer::root())
+                && let Some(md) = thing.metadata()
+            {
+                m.insert("_metadata".to_owned(), md.clone());
+            }
+        }
+        value = fields.apply(&value);
+    }
+    Ok(value)
+}
+
+/// The paths a merge patch writes, and whether the whole subtree is replaced there (`true`) or
+/// only merged into (`false`, for a non-empty object patch that recurses).
+fn merge_targets(path: &Pointer, patch: &Value) -> Vec<(Pointer, bool)> {
+    let mut out = Vec::new();
+    fn walk(path: Pointer, patch: &Value, out: &mut Vec<(Pointer, bool)>) {
+        match patch {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    walk(path.child(k), v, out);
+                }
+            }
+            Value::Object(_) => out.push((path, false)),
+            _ => out.push((path, true)),
+        }
+    }
+    walk(path.clone(), patch, &mut out);
+    out
+}
+
+/// `/features/{id}` when `path` lies inside a feature.
+fn feature_of(path: &Pointer) -> Option<Pointer> {
+    match path.segments() {
+        [f, id, ..] if f == "features" => Some(Pointer::root().child(f).child(id)),
+        _ => None,
+    }
+}
+
+/// The policy id a command would set, if it sets one different from the current.
+fn new_policy_id(cmd: &ThingCommand, thing: &Thing) -> Option<PolicyId> {
+    let value = cmd.value.as_ref()?;
+    let s = match Level::of(&cmd.path).ok()? {
+        Level::PolicyId => value.as_str(),
+        Level::Thing => value.get("policyId").and_then(Value::as_str),
+        _ => None,
+    }?;
+    (s != thing.policy_id().as_str()).then(|| PolicyId::new(s).ok()).flatten()
+}
+
+/// A whole-thing modify: the new body, `thingId` and `policyId` first, keeping the current
+/// policy when the body names none (as Ditto does).
+fn normalise_body(thing: &Thing, value: Value) -> Value {
+    let Value::Object(mut fields) = value else { return value };
+    let policy = fields
+        .shift_remove("policyId")
+        .unwrap_or_else(|| Value::String(thing.policy_id().to_string()));
+    fields.shift_remove("thingId");
+    let mut body = Map::with_capacity(fields.len() + 2);
+    body.insert("thingId".into(), Value::String(thing.id().to_string()));
+    body.insert("policyId".into(), policy);
+    body.extend(fields);
+    Value::Object(body)
+}
+
+fn thing_record(thing: &Thing) -> Record {
+    Record {
+        kind: Kind::Thing,
+        id: thing.id().to_string(),
+        revision: thing.revision(),
+        json: thing.to_full_vec().into(),
+    }
+}
+
+pub(super) fn policy_record(policy: &Policy) -> Record {
+    Record {
+        kind: Kind::Policy,
+        id: policy.id().to_string(),
+        revision: policy.revision(),
+        json: serde_json::to_vec(&policy.full_json()).unwrap_or_default().into(),
+    }
+}
+
+fn not_found_thing(id: &ThingId) -> Error {
+    Error::not_found(Level::Thing, id.as_str(), "/")
+}
+
+fn not_creatable(id: &ThingId, why: &str) -> Error {
+    Error::new(
+        ErrorKind::ThingNotCreatable,
+        format!("The Thing with ID '{id}' could not be created because {why}."),
+    )
+    .with_description("Check that the Policy exists and grants you WRITE on 'thing:/'.")
+}
+
+fn too_large(what: &str, size: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::ThingTooLarge,
+        format!("The size of {size} bytes of the {what} exceeds the limit of {max} bytes."),
+    )
+    .with_description("Reduce the size, or raise max_thing_bytes / max_value_bytes in the configuration.")
+}
