@@ -6,6 +6,7 @@ pub mod error;
 pub mod model;
 pub mod patch;
 pub mod protocol;
+pub mod query;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Level, Result};
