@@ -7,6 +7,8 @@ pub mod error;
 pub mod model;
 pub mod patch;
 pub mod protocol;
+pub mod policy;
+pub mod query;
 pub mod sink;
 pub mod store;
 
