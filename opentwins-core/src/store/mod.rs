@@ -9,7 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+
+mod memory;
+mod sled;
+
+pub use self::memory::MemoryStore;
+pub use self::sled::{SledConfig, SledStore, SyncMode};
 
 /// Which kind of entity a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,4 +111,127 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every record of a kind, in id order (the engine loads its state with this at start).
     fn scan(&self, kind: Kind) -> Result<Vec<Record>>;
+}
+
+impl Kind {
+    /// The kind's name in messages (`Thing`, `Policy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Thing => "Thing",
+            Kind::Policy => "Policy",
+        }
+    }
+}
+
+impl Expect {
+    /// Checks the condition against the stored revision (`None`: nothing stored), naming the
+    /// entity in the `things:thing.conflict` error when it fails.
+    ///
+    /// The same rule holds for puts and deletes: `Any` always holds, `Absent` holds when nothing
+    /// is stored, `Revision(n)` holds when revision `n` is stored.
+    pub fn check(self, kind: Kind, id: &str, found: Option<u64>) -> Result<()> {
+        let holds = match self {
+            Expect::Any => true,
+            Expect::Absent => found.is_none(),
+            Expect::Revision(n) => found == Some(n),
+        };
+        if holds {
+            return Ok(());
+        }
+        let expected = match self {
+            Expect::Revision(n) => format!("revision {n}"),
+            _ => "absent".to_owned(),
+        };
+        let found = match found {
+            Some(n) => format!("revision {n}"),
+            None => "absent".to_owned(),
+        };
+        Err(Error::new(
+            ErrorKind::RevisionConflict,
+            format!(
+                "The {} with ID '{id}' was expected to be {expected} in the store but is {found}.",
+                kind.name()
+            ),
+        )
+        .with_description("A concurrent write changed it first; reload it and retry."))
+    }
+}
+
+impl WriteOp {
+    /// The kind of the entity the op changes.
+    pub fn kind(&self) -> Kind {
+        match self {
+            WriteOp::Put { record, .. } => record.kind,
+            WriteOp::Delete { kind, .. } => *kind,
+        }
+    }
+
+    /// The id of the entity the op changes.
+    pub fn id(&self) -> &str {
+        match self {
+            WriteOp::Put { record, .. } => &record.id,
+            WriteOp::Delete { id, .. } => id,
+        }
+    }
+
+    /// The op's condition.
+    pub fn expect(&self) -> Expect {
+        match self {
+            WriteOp::Put { expect, .. } | WriteOp::Delete { expect, .. } => *expect,
+        }
+    }
+
+    /// The revision stored after the op applies (`None` for a delete).
+    pub fn revision_after(&self) -> Option<u64> {
+        match self {
+            WriteOp::Put { record, .. } => Some(record.revision),
+            WriteOp::Delete { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_rules() {
+        assert!(Expect::Any.check(Kind::Thing, "a:b", None).is_ok());
+        assert!(Expect::Any.check(Kind::Thing, "a:b", Some(3)).is_ok());
+        assert!(Expect::Absent.check(Kind::Thing, "a:b", None).is_ok());
+        assert!(
+            Expect::Revision(3)
+                .check(Kind::Thing, "a:b", Some(3))
+                .is_ok()
+        );
+        let e = Expect::Absent
+            .check(Kind::Policy, "a:p", Some(2))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RevisionConflict);
+        assert_eq!(e.status(), 409);
+        assert!(
+            e.message().contains("Policy with ID 'a:p'"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message().contains("expected to be absent"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains("is revision 2"), "{}", e.message());
+        let e = Expect::Revision(4)
+            .check(Kind::Thing, "a:b", None)
+            .unwrap_err();
+        assert!(
+            e.message().contains("expected to be revision 4"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains("but is absent"), "{}", e.message());
+        let e = Expect::Revision(4)
+            .check(Kind::Thing, "a:b", Some(5))
+            .unwrap_err();
+        assert!(e.message().contains("but is revision 5"), "{}", e.message());
+    }
 }
