@@ -5,6 +5,7 @@
 pub mod error;
 pub mod model;
 pub mod patch;
+pub mod policy;
 pub mod protocol;
 pub mod store;
 
