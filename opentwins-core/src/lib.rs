@@ -6,6 +6,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod patch;
+pub mod policy;
 pub mod protocol;
 pub mod policy;
 pub mod query;

@@ -1,0 +1,1189 @@
+//! The policy data model and its Ditto JSON form, with validation.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use super::AuthContext;
+use super::enforce::Compiled;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Pointer, PolicyId, Timestamp};
+
+/// The label of the entry of Ditto's default policy.
+pub const DEFAULT_LABEL: &str = "DEFAULT";
+
+/// The deepest resource path a policy may name (`thing:/a/b/...` with at most this many keys).
+/// Bounds the work (and the recursion) of enforcement.
+pub const MAX_RESOURCE_DEPTH: usize = 64;
+
+/// Subject type Ditto gives the subject of a default policy.
+const GENERATED_SUBJECT_TYPE: &str = "generated";
+
+/// A permission a policy grants or revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// `READ`.
+    Read,
+    /// `WRITE`.
+    Write,
+}
+
+impl Permission {
+    /// Both permissions, in their JSON order.
+    pub const ALL: [Permission; 2] = [Permission::Read, Permission::Write];
+
+    /// The JSON word: `READ` or `WRITE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "READ",
+            Permission::Write => "WRITE",
+        }
+    }
+
+    /// Parses `READ` or `WRITE` (exactly, as Ditto does).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "READ" => Some(Permission::Read),
+            "WRITE" => Some(Permission::Write),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn bit(self) -> u8 {
+        match self {
+            Permission::Read => 1,
+            Permission::Write => 2,
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Permission`]s (the `grant` or `revoke` list of a resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    /// No permission.
+    pub const NONE: Permissions = Permissions(0);
+    /// `READ` and `WRITE`.
+    pub const ALL: Permissions = Permissions(3);
+
+    /// Whether `p` is in the set.
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    /// Adds `p`.
+    pub fn insert(&mut self, p: Permission) {
+        self.0 |= p.bit();
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The permissions in JSON order.
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+
+    pub(crate) fn bits(self) -> u8 {
+        self.0
+    }
+
+    fn to_json(self) -> Value {
+        Value::Array(
+            self.iter()
+                .map(|p| Value::String(p.as_str().to_owned()))
+                .collect(),
+        )
+    }
+}
+
+impl FromIterator<Permission> for Permissions {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
+        let mut set = Permissions::NONE;
+        for p in iter {
+            set.insert(p);
+        }
+        set
+    }
+}
+
+/// What a resource key protects: `thing:`, `policy:` or `message:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    /// `thing:/...`: the things that reference the policy.
+    Thing,
+    /// `policy:/...`: the policy itself.
+    Policy,
+    /// `message:/...`: messages to and from the things that reference the policy.
+    Message,
+}
+
+impl ResourceType {
+    /// All types.
+    pub const ALL: [ResourceType; 3] = [
+        ResourceType::Thing,
+        ResourceType::Policy,
+        ResourceType::Message,
+    ];
+
+    /// The key prefix word: `thing`, `policy`, `message`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Thing => "thing",
+            ResourceType::Policy => "policy",
+            ResourceType::Message => "message",
+        }
+    }
+
+    /// Parses the key prefix word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "thing" => Some(ResourceType::Thing),
+            "policy" => Some(ResourceType::Policy),
+            "message" => Some(ResourceType::Message),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A resource key: a type and a path, written `thing:/features/lane`.
+///
+/// Parsing accepts what Ditto accepts and normalises it: `thing:` and `thing:/` are the root,
+/// `thing:attributes` is `thing:/attributes`. Paths with empty segments (`thing:/a//b`,
+/// `thing:/a/`) and paths deeper than [`MAX_RESOURCE_DEPTH`] are invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    resource_type: ResourceType,
+    path: Pointer,
+}
+
+impl ResourceKey {
+    /// A key of `resource_type` at `path`; fails if the path is deeper than
+    /// [`MAX_RESOURCE_DEPTH`].
+    pub fn new(resource_type: ResourceType, path: Pointer) -> Result<Self> {
+        if path.len() > MAX_RESOURCE_DEPTH {
+            return Err(Error::new(
+                ErrorKind::PolicyInvalid,
+                format!(
+                    "The resource path '{path}' is too deep: at most {MAX_RESOURCE_DEPTH} keys are allowed."
+                ),
+            ));
+        }
+        Ok(ResourceKey {
+            resource_type,
+            path,
+        })
+    }
+
+    /// The root of a type: `thing:/`, `policy:/`, `message:/`.
+    pub fn root(resource_type: ResourceType) -> Self {
+        ResourceKey {
+            resource_type,
+            path: Pointer::root(),
+        }
+    }
+
+    /// Parses `type:path` (`policies:policy.invalid` if it is not a valid key).
+    pub fn parse(key: &str) -> Result<Self> {
+        let invalid = |why: &str| {
+            Error::new(
+                ErrorKind::PolicyInvalid,
+                format!("The resource key '{}' is not valid: {why}.", key.escape_debug()),
+            )
+            .with_description(
+                "Resource keys have the form 'type:/path' with type 'thing', 'policy' or 'message', e.g. 'thing:/features/lane'.",
+            )
+        };
+        let (kind, path) = key
+            .split_once(':')
+            .ok_or_else(|| invalid("it has no ':'"))?;
+        let resource_type = ResourceType::parse(kind)
+            .ok_or_else(|| invalid("the type must be 'thing', 'policy' or 'message'"))?;
+        let path = Pointer::parse(path).map_err(|e| invalid(e.message()))?;
+        ResourceKey::new(resource_type, path).map_err(|e| invalid(e.message()))
+    }
+
+    /// Parses a key from the pointer segments that follow `resources` in a policy path:
+    /// `["thing:", "attributes"]` is `thing:/attributes`, `["thing:"]` is `thing:/`.
+    pub fn from_segments(segments: &[String]) -> Result<Self> {
+        ResourceKey::parse(&segments.join("/"))
+    }
+
+    /// The pointer segments that address this key inside a policy path, the inverse of
+    /// [`ResourceKey::from_segments`]: `thing:/attributes` is `["thing:", "attributes"]`.
+    pub fn to_segments(&self) -> Vec<String> {
+        let mut segments = Vec::with_capacity(self.path.len() + 1);
+        segments.push(format!("{}:", self.resource_type.as_str()));
+        segments.extend(self.path.segments().iter().cloned());
+        segments
+    }
+
+    /// The type.
+    pub fn resource_type(&self) -> ResourceType {
+        self.resource_type
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Pointer {
+        &self.path
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.resource_type.as_str(), self.path)
+    }
+}
+
+impl std::str::FromStr for ResourceKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ResourceKey::parse(s)
+    }
+}
+
+/// What an entry grants and revokes on one resource key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Resource {
+    /// Granted permissions.
+    pub grant: Permissions,
+    /// Revoked permissions.
+    pub revoke: Permissions,
+}
+
+impl Resource {
+    /// A resource entry.
+    pub fn new(grant: Permissions, revoke: Permissions) -> Self {
+        Resource { grant, revoke }
+    }
+
+    /// Parses `{"grant": [..], "revoke": [..]}` (both lists are required, as in Ditto).
+    pub fn from_json(key: &ResourceKey, value: &Value) -> Result<Self> {
+        let obj = value.as_object().ok_or_else(|| {
+            Error::field_invalid(format!("The resource '{key}' must be a JSON object."))
+        })?;
+        let mut grant = None;
+        let mut revoke = None;
+        for (field, v) in obj {
+            match field.as_str() {
+                "grant" => grant = Some(parse_permissions(key, field, v)?),
+                "revoke" => revoke = Some(parse_permissions(key, field, v)?),
+                other => {
+                    return Err(Error::field_invalid(format!(
+                        "The field '{other}' is not allowed in the resource '{key}'."
+                    ))
+                    .with_description("Allowed fields: grant, revoke."));
+                }
+            }
+        }
+        let missing = |f: &str| {
+            Error::field_invalid(format!("The resource '{key}' misses the field '{f}'."))
+                .with_description(
+                    "Both 'grant' and 'revoke' are required (they may be empty lists).",
+                )
+        };
+        Ok(Resource {
+            grant: grant.ok_or_else(|| missing("grant"))?,
+            revoke: revoke.ok_or_else(|| missing("revoke"))?,
+        })
+    }
+
+    /// `{"grant": [..], "revoke": [..]}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(2);
+        m.insert("grant".into(), self.grant.to_json());
+        m.insert("revoke".into(), self.revoke.to_json());
+        Value::Object(m)
+    }
+}
+
+fn parse_permissions(key: &ResourceKey, field: &str, v: &Value) -> Result<Permissions> {
+    let items = v.as_array().ok_or_else(|| {
+        Error::field_invalid(format!(
+            "The field '{field}' of the resource '{key}' must be an array of permissions."
+        ))
+    })?;
+    let mut set = Permissions::NONE;
+    for item in items {
+        let word = item.as_str().ok_or_else(|| {
+            Error::field_invalid(format!(
+                "The field '{field}' of the resource '{key}' must contain strings only."
+            ))
+        })?;
+        let p = Permission::parse(word).ok_or_else(|| {
+            Error::new(
+                ErrorKind::PolicyInvalid,
+                format!("The permission '{word}' of the resource '{key}' is not supported."),
+            )
+            .with_description("Supported permissions: READ, WRITE.")
+        })?;
+        set.insert(p);
+    }
+    Ok(set)
+}
+
+/// A subject of an entry: its `type` (free text, documentation only) plus any other fields
+/// (`expiry`, `announcement`, ...) kept as they came.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Subject {
+    subject_type: String,
+    extra: Map<String, Value>,
+}
+
+impl Subject {
+    /// A subject with this type and no other fields.
+    pub fn new(subject_type: impl Into<String>) -> Self {
+        Subject {
+            subject_type: subject_type.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses `{"type": "...", ...}`. `type` is required; `expiry`, if present, must be an
+    /// RFC 3339 timestamp; other fields are kept.
+    pub fn from_json(id: &str, value: &Value) -> Result<Self> {
+        let obj = value.as_object().ok_or_else(|| {
+            Error::field_invalid(format!("The subject '{id}' must be a JSON object."))
+        })?;
+        let subject_type = match obj.get("type") {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(Error::field_invalid(format!(
+                    "The field 'type' of the subject '{id}' must be a string."
+                )));
+            }
+            None => {
+                return Err(Error::field_invalid(format!(
+                    "The subject '{id}' misses the field 'type'."
+                ))
+                .with_description(
+                    "Each subject needs a 'type' string, e.g. {\"type\": \"user\"}.",
+                ));
+            }
+        };
+        let extra: Map<String, Value> = obj
+            .iter()
+            .filter(|(k, _)| *k != "type")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let subject = Subject {
+            subject_type,
+            extra,
+        };
+        if let Some(v) = subject.extra.get("expiry") {
+            let s = v.as_str().ok_or_else(|| {
+                Error::field_invalid(format!(
+                    "The field 'expiry' of the subject '{id}' must be an RFC 3339 timestamp string."
+                ))
+            })?;
+            Timestamp::parse(s)?;
+        }
+        Ok(subject)
+    }
+
+    /// `{"type": "...", ...extra fields}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(self.extra.len() + 1);
+        m.insert("type".into(), Value::String(self.subject_type.clone()));
+        m.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Value::Object(m)
+    }
+
+    /// The `type`.
+    pub fn subject_type(&self) -> &str {
+        &self.subject_type
+    }
+
+    /// The other fields.
+    pub fn extra(&self) -> &Map<String, Value> {
+        &self.extra
+    }
+
+    /// When the subject expires (Ditto's `expiry`), if it does.
+    pub fn expiry(&self) -> Option<Timestamp> {
+        self.extra
+            .get("expiry")
+            .and_then(Value::as_str)
+            .and_then(|s| Timestamp::parse(s).ok())
+    }
+}
+
+/// Checks a subject id the way Ditto does: `issuer:subject` with a non-empty subject part and no
+/// control characters (an issuer that is a URL, `https://host:sub`, is fine). Placeholders such as
+/// `{{ request:subjectId }}` pass.
+pub fn validate_subject_id(id: &str) -> Result<()> {
+    let start = id.find("://").map_or(0, |i| i + 3);
+    let subject_part = id[start..].find(':').map(|i| &id[start + i + 1..]);
+    let why = if id.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if id.len() > 1024 {
+        Some("it is longer than 1024 bytes")
+    } else {
+        match subject_part {
+            None => Some("it must have the form 'issuer:subject'"),
+            Some("") => Some("the subject after the ':' is empty"),
+            Some(_) => None,
+        }
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(Error::new(
+            ErrorKind::PolicyInvalid,
+            format!(
+                "The subject ID '{}' is not valid: {why}.",
+                id.escape_debug()
+            ),
+        )
+        .with_description("Subject IDs have the form 'issuer:subject', e.g. 'nginx:ditto'.")),
+    }
+}
+
+/// Checks a policy entry label: non-empty, no `/`, no control characters.
+pub fn validate_label(label: &str) -> Result<()> {
+    if label.is_empty() || label.contains('/') || label.chars().any(char::is_control) {
+        return Err(Error::new(
+            ErrorKind::PolicyInvalid,
+            format!(
+                "The policy entry label '{}' is not valid.",
+                label.escape_debug()
+            ),
+        )
+        .with_description(
+            "Labels must not be empty and must not contain '/' or control characters.",
+        ));
+    }
+    Ok(())
+}
+
+/// One labelled entry: who (subjects) may do what (resources).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PolicyEntry {
+    subjects: Vec<(String, Subject)>,
+    resources: Vec<(ResourceKey, Resource)>,
+}
+
+impl PolicyEntry {
+    /// An empty entry.
+    pub fn new() -> Self {
+        PolicyEntry::default()
+    }
+
+    /// The subjects, in their order.
+    pub fn subjects(&self) -> &[(String, Subject)] {
+        &self.subjects
+    }
+
+    /// The resources, in their order.
+    pub fn resources(&self) -> &[(ResourceKey, Resource)] {
+        &self.resources
+    }
+
+    /// One subject.
+    pub fn subject(&self, id: &str) -> Option<&Subject> {
+        self.subjects.iter().find(|(s, _)| s == id).map(|(_, s)| s)
+    }
+
+    /// One resource.
+    pub fn resource(&self, key: &ResourceKey) -> Option<&Resource> {
+        self.resources
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| r)
+    }
+
+    /// Adds or replaces a subject (validating its id). Returns whether it was new.
+    pub fn set_subject(&mut self, id: impl Into<String>, subject: Subject) -> Result<bool> {
+        let id = id.into();
+        validate_subject_id(&id)?;
+        Ok(match self.subjects.iter_mut().find(|(s, _)| *s == id) {
+            Some(slot) => {
+                slot.1 = subject;
+                false
+            }
+            None => {
+                self.subjects.push((id, subject));
+                true
+            }
+        })
+    }
+
+    /// Removes a subject; returns it if it was there.
+    pub fn remove_subject(&mut self, id: &str) -> Option<Subject> {
+        let i = self.subjects.iter().position(|(s, _)| s == id)?;
+        Some(self.subjects.remove(i).1)
+    }
+
+    /// Adds or replaces a resource. Returns whether it was new.
+    pub fn set_resource(&mut self, key: ResourceKey, resource: Resource) -> bool {
+        match self.resources.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => {
+                slot.1 = resource;
+                false
+            }
+            None => {
+                self.resources.push((key, resource));
+                true
+            }
+        }
+    }
+
+    /// Removes a resource; returns it if it was there.
+    pub fn remove_resource(&mut self, key: &ResourceKey) -> Option<Resource> {
+        let i = self.resources.iter().position(|(k, _)| k == key)?;
+        Some(self.resources.remove(i).1)
+    }
+
+    /// Parses `{"subjects": {..}, "resources": {..}}` (both required).
+    pub fn from_json(label: &str, value: &Value) -> Result<Self> {
+        let obj = value.as_object().ok_or_else(|| {
+            Error::field_invalid(format!("The policy entry '{label}' must be a JSON object."))
+        })?;
+        let mut subjects = None;
+        let mut resources = None;
+        for (field, v) in obj {
+            match field.as_str() {
+                "subjects" => subjects = Some(parse_subjects(label, v)?),
+                "resources" => resources = Some(parse_resources(label, v)?),
+                other => {
+                    return Err(Error::field_invalid(format!(
+                        "The field '{other}' is not allowed in the policy entry '{label}'."
+                    ))
+                    .with_description("Allowed fields: subjects, resources."));
+                }
+            }
+        }
+        let missing = |f: &str| {
+            Error::field_invalid(format!(
+                "The policy entry '{label}' misses the field '{f}'."
+            ))
+        };
+        Ok(PolicyEntry {
+            subjects: subjects.ok_or_else(|| missing("subjects"))?,
+            resources: resources.ok_or_else(|| missing("resources"))?,
+        })
+    }
+
+    /// `{"subjects": {..}, "resources": {..}}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(2);
+        m.insert("subjects".into(), self.subjects_json());
+        m.insert("resources".into(), self.resources_json());
+        Value::Object(m)
+    }
+
+    pub(crate) fn subjects_json(&self) -> Value {
+        Value::Object(
+            self.subjects
+                .iter()
+                .map(|(id, s)| (id.clone(), s.to_json()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn resources_json(&self) -> Value {
+        Value::Object(
+            self.resources
+                .iter()
+                .map(|(k, r)| (k.to_string(), r.to_json()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn subjects_mut(&mut self) -> &mut Vec<(String, Subject)> {
+        &mut self.subjects
+    }
+
+    pub(crate) fn resources_mut(&mut self) -> &mut Vec<(ResourceKey, Resource)> {
+        &mut self.resources
+    }
+}
+
+/// Parses the `subjects` object of entry `label`.
+pub(crate) fn parse_subjects(label: &str, v: &Value) -> Result<Vec<(String, Subject)>> {
+    let obj = v.as_object().ok_or_else(|| {
+        Error::field_invalid(format!(
+            "The subjects of the policy entry '{label}' must be a JSON object."
+        ))
+    })?;
+    obj.iter()
+        .map(|(id, s)| {
+            validate_subject_id(id)?;
+            Ok((id.clone(), Subject::from_json(id, s)?))
+        })
+        .collect()
+}
+
+/// Parses the `resources` object of entry `label`; keys are normalised, duplicates after
+/// normalisation (`thing:/a` and `thing:a`) are invalid.
+pub(crate) fn parse_resources(label: &str, v: &Value) -> Result<Vec<(ResourceKey, Resource)>> {
+    let obj = v.as_object().ok_or_else(|| {
+        Error::field_invalid(format!(
+            "The resources of the policy entry '{label}' must be a JSON object."
+        ))
+    })?;
+    let mut out: Vec<(ResourceKey, Resource)> = Vec::with_capacity(obj.len());
+    for (k, r) in obj {
+        let key = ResourceKey::parse(k)?;
+        if out.iter().any(|(seen, _)| *seen == key) {
+            return Err(Error::new(
+                ErrorKind::PolicyInvalid,
+                format!("The resource '{key}' appears twice in the policy entry '{label}'."),
+            ));
+        }
+        let resource = Resource::from_json(&key, r)?;
+        out.push((key, resource));
+    }
+    Ok(out)
+}
+
+/// Parses the `entries` object of a policy.
+pub(crate) fn parse_entries(v: &Value) -> Result<Vec<(String, PolicyEntry)>> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::field_invalid("The entries of a Policy must be a JSON object."))?;
+    obj.iter()
+        .map(|(label, e)| {
+            validate_label(label)?;
+            Ok((label.clone(), PolicyEntry::from_json(label, e)?))
+        })
+        .collect()
+}
+
+/// A Ditto policy: id, labelled entries, revision and timestamps.
+///
+/// Enforcement uses a compiled form built lazily on the first check and dropped on every change,
+/// so a policy that is checked often and changed rarely answers each check without allocating.
+#[derive(Clone)]
+pub struct Policy {
+    pub(crate) id: PolicyId,
+    pub(crate) entries: Vec<(String, PolicyEntry)>,
+    pub(crate) revision: u64,
+    pub(crate) created: Timestamp,
+    pub(crate) modified: Timestamp,
+    pub(crate) compiled: OnceLock<Compiled>,
+}
+
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.entries == other.entries
+            && self.revision == other.revision
+            && self.created == other.created
+            && self.modified == other.modified
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("id", &self.id)
+            .field("revision", &self.revision)
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// A policy at revision 1 from entries built in code. Labels and subject ids are not
+    /// re-validated here beyond what [`PolicyEntry::set_subject`] checked; use
+    /// [`Policy::check_manageable`] if the policy must be manageable.
+    pub fn new(
+        id: PolicyId,
+        entries: impl IntoIterator<Item = (String, PolicyEntry)>,
+        now: Timestamp,
+    ) -> Self {
+        let mut list: Vec<(String, PolicyEntry)> = Vec::new();
+        for (label, entry) in entries {
+            match list.iter_mut().find(|(l, _)| *l == label) {
+                Some(slot) => slot.1 = entry,
+                None => list.push((label, entry)),
+            }
+        }
+        Policy {
+            id,
+            entries: list,
+            revision: 1,
+            created: now,
+            modified: now,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// Parses a policy a user sent (create or replace), at revision 1 with created = modified =
+    /// `now`.
+    ///
+    /// Validation, as Ditto: only `policyId` and `entries` are allowed at the top (`imports` is
+    /// not supported); a `policyId` that differs from `id` is `policies:id.invalid`; wrong types,
+    /// unknown and missing fields are `json.field.invalid`; invalid labels, subject ids, resource
+    /// keys and unknown permissions are `policies:policy.invalid`; and the policy must stay
+    /// manageable (see [`Policy::check_manageable`]).
+    pub fn from_json(id: &PolicyId, value: &Value, now: Timestamp) -> Result<Policy> {
+        let entries = parse_body(id, value)?;
+        let policy = Policy::new(id.clone(), entries, now);
+        policy.check_manageable()?;
+        Ok(policy)
+    }
+
+    /// Ditto's default policy for a thing created without one: entry `DEFAULT` whose subject is
+    /// the creator's first subject (type `generated`), granted `READ` and `WRITE` on `thing:/`,
+    /// `policy:/` and `message:/`.
+    ///
+    /// Ditto uses only the *first* subject of the caller, so that a caller authenticated with
+    /// several subjects (a user and its groups) does not hand the thing to a whole group. A
+    /// caller without subjects gets an entry without subjects: the engine should refuse such a
+    /// creation (`things:thing.notcreatable`) before it gets here.
+    pub fn default_for(id: PolicyId, creator: &AuthContext, now: Timestamp) -> Policy {
+        let mut entry = PolicyEntry::new();
+        if let Some(s) = creator.first_subject() {
+            entry
+                .subjects
+                .push((s.to_owned(), Subject::new(GENERATED_SUBJECT_TYPE)));
+        }
+        for t in ResourceType::ALL {
+            entry.resources.push((
+                ResourceKey::root(t),
+                Resource::new(Permissions::ALL, Permissions::NONE),
+            ));
+        }
+        Policy::new(id, [(DEFAULT_LABEL.to_owned(), entry)], now)
+    }
+
+    /// Ditto's JSON: `{"policyId": .., "entries": {..}}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(2);
+        m.insert("policyId".into(), Value::String(self.id.to_string()));
+        m.insert("entries".into(), self.entries_json());
+        Value::Object(m)
+    }
+
+    /// [`Policy::to_json`] plus `_revision`, `_created`, `_modified` (what a store keeps).
+    pub fn full_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Value::Object(m) = &mut v {
+            m.insert("_revision".into(), Value::from(self.revision));
+            m.insert("_created".into(), Value::String(self.created.to_string()));
+            m.insert("_modified".into(), Value::String(self.modified.to_string()));
+        }
+        v
+    }
+
+    /// Reads a policy written by [`Policy::full_json`]. The structure is validated like user
+    /// input; manageability is not re-checked (the policy was valid when it was written).
+    pub fn from_full_json(mut v: Value) -> Result<Policy> {
+        let obj = v
+            .as_object_mut()
+            .ok_or_else(|| Error::field_invalid("A stored Policy must be a JSON object."))?;
+        let revision = obj
+            .shift_remove("_revision")
+            .and_then(|r| r.as_u64())
+            .ok_or_else(|| Error::field_invalid("A stored Policy needs a numeric '_revision'."))?;
+        let mut time = |key: &str| -> Result<Timestamp> {
+            match obj.shift_remove(key) {
+                Some(Value::String(s)) => Timestamp::parse(&s),
+                _ => Err(Error::field_invalid(format!(
+                    "A stored Policy needs '{key}'."
+                ))),
+            }
+        };
+        let created = time("_created")?;
+        let modified = time("_modified")?;
+        let id = obj
+            .get("policyId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::field_invalid("A stored Policy needs a 'policyId'."))
+            .and_then(PolicyId::new)?;
+        let entries = parse_body(&id, &v)?;
+        let mut policy = Policy::new(id, entries, created);
+        policy.revision = revision;
+        policy.modified = modified;
+        Ok(policy)
+    }
+
+    /// The id.
+    pub fn id(&self) -> &PolicyId {
+        &self.id
+    }
+
+    /// The revision (1 when created).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// When the policy was created.
+    pub fn created(&self) -> Timestamp {
+        self.created
+    }
+
+    /// When the policy was last changed.
+    pub fn modified(&self) -> Timestamp {
+        self.modified
+    }
+
+    /// The ETag value Ditto uses: `"rev:N"` (with the quotes).
+    pub fn etag(&self) -> String {
+        format!("\"rev:{}\"", self.revision)
+    }
+
+    /// The entries, in their order.
+    pub fn entries(&self) -> &[(String, PolicyEntry)] {
+        &self.entries
+    }
+
+    /// One entry.
+    pub fn entry(&self, label: &str) -> Option<&PolicyEntry> {
+        self.entries
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, e)| e)
+    }
+
+    /// Records a change: revision + 1 and the modified time. Call it after a successful
+    /// [`Policy::modify_at`] / [`Policy::delete_at`] (they leave the revision alone).
+    pub fn touch(&mut self, now: Timestamp) {
+        self.revision += 1;
+        self.modified = now;
+    }
+
+    /// Checks Ditto's rule that a policy stays manageable: at least one subject without `expiry`
+    /// must be in an entry that grants `WRITE` on `policy:/`, and in no entry that revokes
+    /// `WRITE` on `policy:/`. Fails with `policies:policy.invalid`.
+    pub fn check_manageable(&self) -> Result<()> {
+        check_manageable(&self.entries)
+    }
+
+    /// Replaces Ditto's placeholder subject `{{ request:subjectId }}` by the caller's first
+    /// subject (Ditto does this when a policy is created). Returns whether anything changed.
+    /// Does nothing for a caller without subjects.
+    pub fn resolve_request_subject(&mut self, auth: &AuthContext) -> bool {
+        let Some(first) = auth.first_subject() else {
+            return false;
+        };
+        let mut changed = false;
+        for (_, entry) in &mut self.entries {
+            let Some(i) = entry
+                .subjects
+                .iter()
+                .position(|(id, _)| is_request_subject(id))
+            else {
+                continue;
+            };
+            let (_, subject) = entry.subjects.remove(i);
+            if entry.subject(first).is_none() {
+                entry.subjects.insert(i, (first.to_owned(), subject));
+            }
+            entry.subjects.retain(|(id, _)| !is_request_subject(id));
+            changed = true;
+        }
+        if changed {
+            self.invalidate();
+        }
+        changed
+    }
+
+    /// Removes subjects whose `expiry` is at or before `now` (Ditto deletes them
+    /// automatically; enforcement itself does not look at `expiry`). Returns whether anything
+    /// was removed; the caller bumps the revision with [`Policy::touch`] if so.
+    pub fn remove_expired_subjects(&mut self, now: Timestamp) -> bool {
+        let mut changed = false;
+        for (_, entry) in &mut self.entries {
+            let before = entry.subjects.len();
+            entry
+                .subjects
+                .retain(|(_, s)| s.expiry().is_none_or(|t| t > now));
+            changed |= entry.subjects.len() != before;
+        }
+        if changed {
+            self.invalidate();
+        }
+        changed
+    }
+
+    /// Adds or replaces an entry. Returns whether it was new.
+    pub fn set_entry(&mut self, label: impl Into<String>, entry: PolicyEntry) -> Result<bool> {
+        let label = label.into();
+        validate_label(&label)?;
+        self.invalidate();
+        Ok(match self.entries.iter_mut().find(|(l, _)| *l == label) {
+            Some(slot) => {
+                slot.1 = entry;
+                false
+            }
+            None => {
+                self.entries.push((label, entry));
+                true
+            }
+        })
+    }
+
+    /// Removes an entry; returns it if it was there.
+    pub fn remove_entry(&mut self, label: &str) -> Option<PolicyEntry> {
+        let i = self.entries.iter().position(|(l, _)| l == label)?;
+        self.invalidate();
+        Some(self.entries.remove(i).1)
+    }
+
+    pub(crate) fn entries_json(&self) -> Value {
+        Value::Object(
+            self.entries
+                .iter()
+                .map(|(l, e)| (l.clone(), e.to_json()))
+                .collect(),
+        )
+    }
+
+    /// Drops the compiled form after a change.
+    pub(crate) fn invalidate(&mut self) {
+        self.compiled = OnceLock::new();
+    }
+}
+
+fn is_request_subject(id: &str) -> bool {
+    let compact: String = id.chars().filter(|c| !c.is_whitespace()).collect();
+    compact == "{{request:subjectId}}"
+}
+
+/// Validates a policy body and returns its entries.
+pub(crate) fn parse_body(id: &PolicyId, value: &Value) -> Result<Vec<(String, PolicyEntry)>> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Error::field_invalid("A Policy must be a JSON object."))?;
+    let mut entries = None;
+    for (field, v) in obj {
+        match field.as_str() {
+            "policyId" => {
+                let s = v.as_str().ok_or_else(|| {
+                    Error::field_invalid("The field 'policyId' must be a string.")
+                })?;
+                PolicyId::new(s)?;
+                if s != id.as_str() {
+                    return Err(Error::new(
+                        ErrorKind::PolicyIdInvalid,
+                        format!(
+                            "The policyId '{s}' in the body does not match the Policy ID '{id}' of the request."
+                        ),
+                    )
+                    .with_description("The policyId of a Policy cannot be changed."));
+                }
+            }
+            "entries" => entries = Some(parse_entries(v)?),
+            "imports" => {
+                return Err(Error::new(
+                    ErrorKind::PolicyInvalid,
+                    "Policy imports are not supported by OpenTwins.",
+                )
+                .with_description("Copy the imported entries into the policy instead."));
+            }
+            other => {
+                return Err(Error::field_invalid(format!(
+                    "The field '{other}' is not allowed in a Policy."
+                ))
+                .with_description("Allowed fields: policyId, entries."));
+            }
+        }
+    }
+    entries.ok_or_else(|| Error::field_invalid("A Policy needs the field 'entries'."))
+}
+
+/// Ditto's `PoliciesValidator`: some permanent subject is granted WRITE on `policy:/` by an entry
+/// and not revoked it there by any entry.
+pub(crate) fn check_manageable(entries: &[(String, PolicyEntry)]) -> Result<()> {
+    let root_says = |e: &PolicyEntry, revoke: bool| {
+        e.resources.iter().any(|(k, r)| {
+            k.resource_type == ResourceType::Policy
+                && k.path.is_root()
+                && if revoke { r.revoke } else { r.grant }.contains(Permission::Write)
+        })
+    };
+    let revoked: Vec<&str> = entries
+        .iter()
+        .filter(|(_, e)| root_says(e, true))
+        .flat_map(|(_, e)| e.subjects.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    let ok = entries
+        .iter()
+        .filter(|(_, e)| root_says(e, false))
+        .any(|(_, e)| {
+            e.subjects
+                .iter()
+                .any(|(id, s)| !s.extra.contains_key("expiry") && !revoked.contains(&id.as_str()))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::PolicyInvalid,
+            "The Policy is not valid: it must contain at least one permanent Subject with permission WRITE on resource 'policy:/'.",
+        )
+        .with_description(
+            "Grant WRITE on 'policy:/' to a subject without 'expiry', or nobody could manage the Policy any more.",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pid() -> PolicyId {
+        PolicyId::new("my.namespace:policy-a").unwrap()
+    }
+
+    #[test]
+    fn resource_keys_parse_and_normalise() {
+        for (input, canonical) in [
+            ("thing:/", "thing:/"),
+            ("thing:", "thing:/"),
+            ("thing:attributes", "thing:/attributes"),
+            (
+                "thing:/features/lane/properties",
+                "thing:/features/lane/properties",
+            ),
+            ("policy:/entries/x", "policy:/entries/x"),
+            ("message:/inbox/messages/a:b", "message:/inbox/messages/a:b"),
+        ] {
+            assert_eq!(
+                ResourceKey::parse(input).unwrap().to_string(),
+                canonical,
+                "{input}"
+            );
+        }
+        for bad in [
+            "thing",
+            "things:/",
+            ":/",
+            "thing:/a//b",
+            "thing:/a/",
+            "THING:/",
+            "thing://",
+        ] {
+            let e = ResourceKey::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PolicyInvalid, "{bad}");
+        }
+        let deep = format!("thing:{}", "/a".repeat(MAX_RESOURCE_DEPTH + 1));
+        assert_eq!(
+            ResourceKey::parse(&deep).unwrap_err().kind(),
+            ErrorKind::PolicyInvalid
+        );
+        let k = ResourceKey::parse("thing:/attributes/x").unwrap();
+        assert_eq!(k.to_segments(), ["thing:", "attributes", "x"]);
+        assert_eq!(ResourceKey::from_segments(&k.to_segments()).unwrap(), k);
+        let root = ResourceKey::root(ResourceType::Thing);
+        assert_eq!(root.to_segments(), ["thing:"]);
+        assert_eq!(
+            ResourceKey::from_segments(&root.to_segments()).unwrap(),
+            root
+        );
+    }
+
+    #[test]
+    fn subject_ids() {
+        for ok in [
+            "nginx:ditto",
+            "instance:edge-1",
+            ":x",
+            "https://issuer.example:sub",
+            "{{ request:subjectId }}",
+        ] {
+            validate_subject_id(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["", "nocolon", "nginx:", "https://issuer.example", "a:b\n"] {
+            assert_eq!(
+                validate_subject_id(bad).unwrap_err().kind(),
+                ErrorKind::PolicyInvalid,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn permissions_render_in_order() {
+        let p: Permissions = [Permission::Write, Permission::Read, Permission::Write]
+            .into_iter()
+            .collect();
+        assert_eq!(p, Permissions::ALL);
+        assert_eq!(p.to_json(), json!(["READ", "WRITE"]));
+        assert!(Permissions::NONE.is_empty());
+    }
+
+    #[test]
+    fn default_policy_is_ditto_like() {
+        let auth = AuthContext::new(["nginx:ditto", "nginx:group"]);
+        let p = Policy::default_for(pid(), &auth, Timestamp::from_micros(5));
+        assert_eq!(
+            p.to_json(),
+            json!({"policyId": "my.namespace:policy-a", "entries": {"DEFAULT": {
+                "subjects": {"nginx:ditto": {"type": "generated"}},
+                "resources": {
+                    "thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
+                    "policy:/": {"grant": ["READ", "WRITE"], "revoke": []},
+                    "message:/": {"grant": ["READ", "WRITE"], "revoke": []}
+                }
+            }}})
+        );
+        assert_eq!(p.revision(), 1);
+        assert_eq!(p.created(), Timestamp::from_micros(5));
+        p.check_manageable().unwrap();
+        assert!(
+            Policy::default_for(
+                pid(),
+                &AuthContext::new(Vec::<String>::new()),
+                Timestamp::now()
+            )
+            .check_manageable()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn request_subject_placeholder_is_resolved() {
+        let body = json!({"entries": {"owner": {
+            "subjects": {"{{ request:subjectId }}": {"type": "creator"}},
+            "resources": {"policy:/": {"grant": ["READ", "WRITE"], "revoke": []}}
+        }}});
+        let mut p = Policy::from_json(&pid(), &body, Timestamp::now()).unwrap();
+        assert!(p.resolve_request_subject(&AuthContext::new(["nginx:ditto"])));
+        assert_eq!(
+            p.entry("owner")
+                .unwrap()
+                .subject("nginx:ditto")
+                .unwrap()
+                .subject_type(),
+            "creator"
+        );
+        assert_eq!(p.entry("owner").unwrap().subjects().len(), 1);
+        assert!(!p.resolve_request_subject(&AuthContext::new(["nginx:other"])));
+    }
+
+    #[test]
+    fn expired_subjects_are_removed() {
+        let body = json!({"entries": {"owner": {
+            "subjects": {
+                "nginx:ditto": {"type": "user"},
+                "nginx:temp": {"type": "user", "expiry": "2020-01-01T00:00:00Z"}
+            },
+            "resources": {"policy:/": {"grant": ["WRITE"], "revoke": []}}
+        }}});
+        let mut p = Policy::from_json(&pid(), &body, Timestamp::now()).unwrap();
+        assert!(p.remove_expired_subjects(Timestamp::now()));
+        assert!(p.entry("owner").unwrap().subject("nginx:temp").is_none());
+        assert!(!p.remove_expired_subjects(Timestamp::now()));
+    }
+}
