@@ -8,7 +8,6 @@ pub mod model;
 pub mod patch;
 pub mod policy;
 pub mod protocol;
-pub mod policy;
 pub mod query;
 pub mod sink;
 pub mod store;
