@@ -200,7 +200,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), description: None }
+        Error {
+            kind,
+            message: message.into(),
+            description: None,
+        }
     }
 
     /// Adds the description Ditto shows under the message.
@@ -264,7 +268,10 @@ impl Error {
             _ => ErrorKind::Unavailable,
         });
         let mut e = Error::new(kind, message);
-        e.description = v.get("description").and_then(Value::as_str).map(str::to_owned);
+        e.description = v
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Some(e)
     }
 
@@ -310,14 +317,20 @@ impl Error {
 
     /// `json.invalid` for a body that does not parse.
     pub fn json_invalid(err: impl std::fmt::Display) -> Self {
-        Error::new(ErrorKind::JsonInvalid, format!("Failed to parse JSON: {err}"))
-            .with_description("Check if the JSON was valid and if it was in required format.")
+        Error::new(
+            ErrorKind::JsonInvalid,
+            format!("Failed to parse JSON: {err}"),
+        )
+        .with_description("Check if the JSON was valid and if it was in required format.")
     }
 
     /// `things:thing.unavailable` for a store failure.
     pub fn unavailable(err: impl std::fmt::Display) -> Self {
-        Error::new(ErrorKind::Unavailable, format!("The store is unavailable: {err}"))
-            .with_description("Retry later; the write was not applied.")
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("The store is unavailable: {err}"),
+        )
+        .with_description("Retry later; the write was not applied.")
     }
 }
 
@@ -381,7 +394,10 @@ mod tests {
 
     #[test]
     fn level_codes_follow_ditto() {
-        assert_eq!(ErrorKind::NotFound(Level::Thing).code(), "things:thing.notfound");
+        assert_eq!(
+            ErrorKind::NotFound(Level::Thing).code(),
+            "things:thing.notfound"
+        );
         assert_eq!(
             ErrorKind::NotFound(Level::Property).code(),
             "things:feature.property.notfound"

@@ -12,6 +12,6 @@ pub mod query;
 pub mod sink;
 pub mod store;
 
-pub use error::{Error, ErrorKind, Level, Result};
-pub use model::{FieldSelector, PolicyId, Pointer, Thing, ThingId, Timestamp};
 pub use engine::{EngineConfig, Outcome, Twins};
+pub use error::{Error, ErrorKind, Level, Result};
+pub use model::{FieldSelector, Pointer, PolicyId, Thing, ThingId, Timestamp};

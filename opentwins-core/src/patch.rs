@@ -15,7 +15,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(target_map) = target else { unreachable!("just made an object") };
+    let Value::Object(target_map) = target else {
+        unreachable!("just made an object")
+    };
     for (key, value) in patch_map {
         if value.is_null() {
             target_map.shift_remove(key);
@@ -68,18 +70,30 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (target, patch, expected) in cases {
             let mut t = target.clone();
@@ -119,7 +133,10 @@ mod tests {
         let base = json!({"features": {"f": {"properties": {"a": 1, "b": {"c": 2}}}}, "x": 5});
         for (path, patch) in [
             ("/features/f/properties", json!({"a": null, "b": {"d": 3}})),
-            ("/features/g/properties/z", json!({"k": {"n": null, "m": 1}})),
+            (
+                "/features/g/properties/z",
+                json!({"k": {"n": null, "m": 1}}),
+            ),
             ("/x/y", json!(1)),
             ("/features/f", json!(null)),
             ("/", json!({"x": null})),
@@ -142,6 +159,9 @@ mod tests {
 
     #[test]
     fn strip_nulls_removes_deep_nulls() {
-        assert_eq!(strip_nulls(&json!({"a": null, "b": {"c": null, "d": 1}})), json!({"b": {"d": 1}}));
+        assert_eq!(
+            strip_nulls(&json!({"a": null, "b": {"c": null, "d": 1}})),
+            json!({"b": {"d": 1}})
+        );
     }
 }

@@ -15,7 +15,7 @@ use opentwins_benches::{per_second, rss_bytes, timed};
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::patch;
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::{Action, Headers, ThingCommand, TWIN_PERSISTED};
+use opentwins_core::protocol::{Action, Headers, TWIN_PERSISTED, ThingCommand};
 use opentwins_core::store::{Expect, Kind, Record, SledConfig, SledStore, Store, WriteOp};
 use opentwins_core::{Pointer, ThingId};
 use serde_json::{Value, json};
@@ -56,7 +56,10 @@ fn merge(id: ThingId, i: u64, persisted: bool) -> ThingCommand {
         Some(json!({"offset": (i % 100) as f64 / 100.0, "frameSeq": i})),
     );
     if persisted {
-        c.headers = Headers { requested_acks: Some(vec![TWIN_PERSISTED.into()]), ..Headers::default() };
+        c.headers = Headers {
+            requested_acks: Some(vec![TWIN_PERSISTED.into()]),
+            ..Headers::default()
+        };
     }
     c
 }
@@ -70,13 +73,24 @@ fn small_thing() -> Value {
 
 async fn create_things(tw: &Twins, n: usize) {
     for i in 0..n {
-        let c = ThingCommand::new(thing_id(i), Action::Create, Pointer::root(), Some(small_thing()));
+        let c = ThingCommand::new(
+            thing_id(i),
+            Action::Create,
+            Pointer::root(),
+            Some(small_thing()),
+        );
         tw.apply(&auth(), c).await.expect("create");
     }
 }
 
 /// `ops` merges from `concurrency` tasks over `things` things; merges/s.
-async fn engine_merges(tw: &Twins, ops: u64, things: usize, concurrency: usize, persisted: bool) -> f64 {
+async fn engine_merges(
+    tw: &Twins,
+    ops: u64,
+    things: usize,
+    concurrency: usize,
+    persisted: bool,
+) -> f64 {
     let ids: Arc<Vec<ThingId>> = Arc::new((0..things).map(thing_id).collect());
     let per_task = ops / concurrency as u64;
     let ((), elapsed) = timed(async {
@@ -102,8 +116,11 @@ async fn engine_merges(tw: &Twins, ops: u64, things: usize, concurrency: usize, 
 
 /// Baseline: the least a merge can cost — a JSON merge into a map under a lock.
 async fn bare_merges(ops: u64, things: usize, concurrency: usize) -> f64 {
-    let map: Arc<Mutex<HashMap<String, Value>>> =
-        Arc::new(Mutex::new((0..things).map(|i| (thing_id(i).to_string(), small_thing())).collect()));
+    let map: Arc<Mutex<HashMap<String, Value>>> = Arc::new(Mutex::new(
+        (0..things)
+            .map(|i| (thing_id(i).to_string(), small_thing()))
+            .collect(),
+    ));
     let keys: Arc<Vec<String>> = Arc::new((0..things).map(|i| thing_id(i).to_string()).collect());
     let path = Pointer::parse("/features/lane/properties").expect("valid path");
     let per_task = ops / concurrency as u64;
@@ -131,7 +148,12 @@ async fn bare_merges(ops: u64, things: usize, concurrency: usize) -> f64 {
 }
 
 /// Baseline for durable writes: the store alone, same record size, same concurrency.
-async fn raw_store_writes(store: Arc<SledStore>, ops: u64, things: usize, concurrency: usize) -> f64 {
+async fn raw_store_writes(
+    store: Arc<SledStore>,
+    ops: u64,
+    things: usize,
+    concurrency: usize,
+) -> f64 {
     let body: Arc<[u8]> = serde_json::to_vec(&small_thing()).expect("json").into();
     let per_task = ops / concurrency as u64;
     let ((), elapsed) = timed(async {
@@ -141,8 +163,19 @@ async fn raw_store_writes(store: Arc<SledStore>, ops: u64, things: usize, concur
             tasks.push(tokio::spawn(async move {
                 for i in 0..per_task {
                     let id = format!("raw-{}", (t as u64 * per_task + i) % things as u64);
-                    let record = Record { kind: Kind::Thing, id, revision: i + 1, json: body.clone() };
-                    store.write(vec![WriteOp::Put { record, expect: Expect::Any }]).await.expect("write");
+                    let record = Record {
+                        kind: Kind::Thing,
+                        id,
+                        revision: i + 1,
+                        json: body.clone(),
+                    };
+                    store
+                        .write(vec![WriteOp::Put {
+                            record,
+                            expect: Expect::Any,
+                        }])
+                        .await
+                        .expect("write");
                 }
             }));
         }
@@ -155,7 +188,10 @@ async fn raw_store_writes(store: Arc<SledStore>, ops: u64, things: usize, concur
 }
 
 fn row(name: &str, ours: f64, baseline: f64, results: &mut Vec<Value>) {
-    println!("{name:<44} {ours:>12.0}/s   baseline {baseline:>12.0}/s   ratio {:.2}", ours / baseline);
+    println!(
+        "{name:<44} {ours:>12.0}/s   baseline {baseline:>12.0}/s   ratio {:.2}",
+        ours / baseline
+    );
     results.push(json!({"scenario": name, "ops_per_s": ours.round(), "baseline_ops_per_s": baseline.round(), "ratio": ours / baseline}));
 }
 
@@ -184,28 +220,50 @@ async fn main() {
     row("memory store, 1 thing", ours1, base1, &mut results);
     let base_n = bare_merges(args.ops, args.things, c).await;
     let ours_n = engine_merges(&tw, args.ops, args.things, c, false).await;
-    row(&format!("memory store, {} things", args.things), ours_n, base_n, &mut results);
+    row(
+        &format!("memory store, {} things", args.things),
+        ours_n,
+        base_n,
+        &mut results,
+    );
     drop(tw);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let raw = Arc::new(SledStore::open(SledConfig { path: dir.path().join("raw"), ..SledConfig::default() }).expect("sled"));
+    let raw = Arc::new(
+        SledStore::open(SledConfig {
+            path: dir.path().join("raw"),
+            ..SledConfig::default()
+        })
+        .expect("sled"),
+    );
     let raw1 = raw_store_writes(raw.clone(), args.durable_ops, 1, c).await;
     let raw_n = raw_store_writes(raw.clone(), args.durable_ops, args.things, c).await;
     drop(raw);
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(SledConfig { path: dir.path().join("engine"), ..SledConfig::default() }).expect("sled"));
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(SledConfig {
+            path: dir.path().join("engine"),
+            ..SledConfig::default()
+        })
+        .expect("sled"),
+    );
     let tw = Twins::open(EngineConfig::default(), store).expect("open");
     create_things(&tw, args.things).await;
     let dur1 = engine_merges(&tw, args.durable_ops, 1, c, true).await;
     row("sled store durable, 1 thing", dur1, raw1, &mut results);
     let dur_n = engine_merges(&tw, args.durable_ops, args.things, c, true).await;
-    row(&format!("sled store durable, {} things", args.things), dur_n, raw_n, &mut results);
+    row(
+        &format!("sled store durable, {} things", args.things),
+        dur_n,
+        raw_n,
+        &mut results,
+    );
 
     if let Some(out) = args.out {
         std::fs::create_dir_all(&out).expect("create out dir");
         let path = out.join("engine.json");
         let doc = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "concurrency": c, "results": results});
-        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
+            .expect("write results");
         println!("wrote {}", path.display());
     }
     // Let background durability watchers finish before the runtime stops.

@@ -68,6 +68,9 @@ impl<'a> Access<'a> {
             None => None,
             Some(v) => Some(self.filter(&event.path, v)?),
         };
-        Some(ThingEvent { value, ..event.clone() })
+        Some(ThingEvent {
+            value,
+            ..event.clone()
+        })
     }
 }

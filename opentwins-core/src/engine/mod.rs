@@ -89,7 +89,10 @@ impl ThingMap {
 
     /// Every slot (a snapshot of the map; slots may change afterwards).
     fn all(&self) -> Vec<Slot> {
-        self.shards.iter().flat_map(|s| read(s).values().cloned().collect::<Vec<_>>()).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| read(s).values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 }
 
@@ -162,7 +165,10 @@ impl Twins {
 
     /// A snapshot of one thing, unfiltered (for trusted in-process callers).
     pub fn get_thing(&self, id: &ThingId) -> Option<Thing> {
-        self.inner.things.get(id).and_then(|slot| lock(&slot).clone())
+        self.inner
+            .things
+            .get(id)
+            .and_then(|slot| lock(&slot).clone())
     }
 
     /// A snapshot of one policy, unfiltered.
@@ -172,7 +178,12 @@ impl Twins {
 
     /// Number of things held.
     pub fn thing_count(&self) -> usize {
-        self.inner.things.all().iter().filter(|s| lock(s).is_some()).count()
+        self.inner
+            .things
+            .all()
+            .iter()
+            .filter(|s| lock(s).is_some())
+            .count()
     }
 }
 

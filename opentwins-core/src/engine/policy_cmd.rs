@@ -13,7 +13,11 @@ use crate::store::{Expect, Kind, WriteOp};
 impl Twins {
     /// Applies one policy command for the caller `auth`. Policies are checked against
     /// themselves: READ / WRITE on `policy:/...` of the policy decides.
-    pub async fn apply_policy(&self, auth: &AuthContext, cmd: PolicyCommand) -> Result<PolicyOutcome> {
+    pub async fn apply_policy(
+        &self,
+        auth: &AuthContext,
+        cmd: PolicyCommand,
+    ) -> Result<PolicyOutcome> {
         let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
         let inner = &self.inner;
         if cmd.action.is_write() {
@@ -27,14 +31,20 @@ impl Twins {
             path: cmd.path.clone(),
             status,
             value,
-            headers: Headers { etag, ..cmd.headers.for_reply() },
+            headers: Headers {
+                etag,
+                ..cmd.headers.for_reply()
+            },
         };
         let may = |p: &Policy, perm: Permission| {
             auth.is_system() || p.has_unrestricted(auth, ResourceType::Policy, &cmd.path, perm)
         };
         let (response, op, new_policy) = match (cmd.action, current) {
             (Action::Merge, _) => {
-                return Err(Error::new(ErrorKind::ProtocolInvalid, "Policies do not support merge commands."));
+                return Err(Error::new(
+                    ErrorKind::ProtocolInvalid,
+                    "Policies do not support merge commands.",
+                ));
             }
             (Action::Create, Some(_)) => {
                 return Err(Error::new(
@@ -43,26 +53,39 @@ impl Twins {
                 ));
             }
             (Action::Create | Action::Modify, None) if cmd.path.is_root() => {
-                let value = cmd.value.clone().ok_or_else(|| Error::field_invalid("A policy command needs a value."))?;
+                let value = cmd
+                    .value
+                    .clone()
+                    .ok_or_else(|| Error::field_invalid("A policy command needs a value."))?;
                 let policy = Arc::new(Policy::from_json(&cmd.policy_id, &value, Timestamp::now())?);
                 let response = reply(201, Some(policy.to_json()), Some(etag(&policy)));
-                let op = WriteOp::Put { record: policy_record(&policy), expect: Expect::Absent };
+                let op = WriteOp::Put {
+                    record: policy_record(&policy),
+                    expect: Expect::Absent,
+                };
                 (response, op, Some(policy))
             }
             (_, None) => return Err(not_found(&cmd.policy_id)),
             (Action::Retrieve, Some(p)) => {
-                if !auth.is_system() && !p.has_permission(auth, ResourceType::Policy, &cmd.path, Permission::Read) {
+                if !auth.is_system()
+                    && !p.has_permission(auth, ResourceType::Policy, &cmd.path, Permission::Read)
+                {
                     return Err(not_found(&cmd.policy_id));
                 }
                 let value = p.get_at(&cmd.path)?;
-                return Ok(PolicyOutcome { response: reply(200, Some(value), Some(etag(&p))) });
+                return Ok(PolicyOutcome {
+                    response: reply(200, Some(value), Some(etag(&p))),
+                });
             }
             (Action::Modify | Action::Delete, Some(p)) => {
                 if !may(&p, Permission::Write) {
                     return Err(if may(&p, Permission::Read) {
                         Error::new(
                             ErrorKind::PolicyNotModifiable,
-                            format!("The Policy with ID '{}' could not be modified as the requester had insufficient permissions.", cmd.policy_id),
+                            format!(
+                                "The Policy with ID '{}' could not be modified as the requester had insufficient permissions.",
+                                cmd.policy_id
+                            ),
                         )
                     } else {
                         not_found(&cmd.policy_id)
@@ -78,21 +101,35 @@ impl Twins {
                     let durable = inner.store.write(vec![op]);
                     drop(guard);
                     inner.settle(durable, wait).await?;
-                    return Ok(PolicyOutcome { response: reply(204, None, None) });
+                    return Ok(PolicyOutcome {
+                        response: reply(204, None, None),
+                    });
                 }
                 let mut next = (*p).clone();
                 let status = if cmd.action == Action::Delete {
                     next.delete_at(&cmd.path)?;
                     204
                 } else {
-                    let value = cmd.value.clone().ok_or_else(|| Error::field_invalid("A modify command needs a value."))?;
-                    if next.modify_at(&cmd.path, value.clone())? { 201 } else { 204 }
+                    let value = cmd
+                        .value
+                        .clone()
+                        .ok_or_else(|| Error::field_invalid("A modify command needs a value."))?;
+                    if next.modify_at(&cmd.path, value.clone())? {
+                        201
+                    } else {
+                        204
+                    }
                 };
                 next.touch(Timestamp::now());
-                let value = (status == 201).then(|| next.get_at(&cmd.path)).transpose()?;
+                let value = (status == 201)
+                    .then(|| next.get_at(&cmd.path))
+                    .transpose()?;
                 let next = Arc::new(next);
                 let response = reply(status, value, Some(etag(&next)));
-                let op = WriteOp::Put { record: policy_record(&next), expect: Expect::Revision(p.revision()) };
+                let op = WriteOp::Put {
+                    record: policy_record(&next),
+                    expect: Expect::Revision(p.revision()),
+                };
                 (response, op, Some(next))
             }
         };

@@ -26,10 +26,16 @@ impl TagList {
             .map(|t| t.trim().trim_start_matches("W/").to_owned())
             .filter(|t| !t.is_empty())
             .collect();
-        if tags.is_empty() || tags.iter().any(|t| t.len() < 2 || !t.starts_with('"') || !t.ends_with('"')) {
+        if tags.is_empty()
+            || tags
+                .iter()
+                .any(|t| t.len() < 2 || !t.starts_with('"') || !t.ends_with('"'))
+        {
             return Err(Error::new(
                 ErrorKind::HeaderInvalid,
-                format!("The value '{s}' of the header '{header}' is not valid: use '*' or entity tags such as '\"rev:3\"'."),
+                format!(
+                    "The value '{s}' of the header '{header}' is not valid: use '*' or entity tags such as '\"rev:3\"'."
+                ),
             ));
         }
         Ok(TagList::Tags(tags))
@@ -49,7 +55,11 @@ impl Preconditions {
     /// Parses the precondition headers; invalid values are 400 errors.
     pub(super) fn parse(h: &Headers) -> Result<Self> {
         Ok(Preconditions {
-            if_match: h.if_match.as_deref().map(|s| TagList::parse("if-match", s)).transpose()?,
+            if_match: h
+                .if_match
+                .as_deref()
+                .map(|s| TagList::parse("if-match", s))
+                .transpose()?,
             if_none_match: h
                 .if_none_match
                 .as_deref()
@@ -61,7 +71,12 @@ impl Preconditions {
 
     /// Checks the entity tags. `current` is the entity's ETag, `None` if it does not exist.
     /// A retrieve whose `if-none-match` matches is 304; a write is 412.
-    pub(super) fn check_tags(&self, current: Option<&str>, is_retrieve: bool, what: &str) -> Result<()> {
+    pub(super) fn check_tags(
+        &self,
+        current: Option<&str>,
+        is_retrieve: bool,
+        what: &str,
+    ) -> Result<()> {
         if let Some(m) = &self.if_match
             && !m.matches(current)
         {
@@ -77,7 +92,11 @@ impl Preconditions {
         if let Some(m) = &self.if_none_match
             && m.matches(current)
         {
-            let kind = if is_retrieve { ErrorKind::PreconditionNotModified } else { ErrorKind::PreconditionFailed };
+            let kind = if is_retrieve {
+                ErrorKind::PreconditionNotModified
+            } else {
+                ErrorKind::PreconditionFailed
+            };
             return Err(Error::new(
                 kind,
                 format!(
@@ -95,7 +114,9 @@ impl Preconditions {
 pub(super) fn condition_failed(condition: &Filter) -> Error {
     Error::new(
         ErrorKind::PreconditionFailed,
-        format!("The specified condition '{condition}' does not match the state of the requested Thing."),
+        format!(
+            "The specified condition '{condition}' does not match the state of the requested Thing."
+        ),
     )
     .with_description("Check the condition and the current state of the Thing.")
 }

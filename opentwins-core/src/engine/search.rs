@@ -33,12 +33,20 @@ impl Twins {
         let filter = filter.map(Filter::parse).transpose()?;
         let options = SearchOptions::parse(options.unwrap_or(""))?;
         let matches = self.matching(auth, filter.as_ref());
-        let views: HashMap<&ThingId, &Value> =
-            matches.iter().filter_map(|(t, v)| Some((t.id(), v.as_ref()?))).collect();
+        let views: HashMap<&ThingId, &Value> = matches
+            .iter()
+            .filter_map(|(t, v)| Some((t.id(), v.as_ref()?)))
+            .collect();
         let page = query::search(matches.iter().map(|(t, _)| t), None, &options)?;
-        let items =
-            page.items.iter().map(|t| render(t, views.get(t.id()).copied(), fields)).collect();
-        Ok(SearchResult { items, cursor: page.cursor })
+        let items = page
+            .items
+            .iter()
+            .map(|t| render(t, views.get(t.id()).copied(), fields))
+            .collect();
+        Ok(SearchResult {
+            items,
+            cursor: page.cursor,
+        })
     }
 
     /// Counts the things `auth` may read that match `filter`.
@@ -49,7 +57,12 @@ impl Twins {
 
     /// The things with these ids that `auth` may read, in the order asked; missing or
     /// unreadable ones are left out (as Ditto's `GET /things?ids=`).
-    pub fn retrieve_things(&self, auth: &AuthContext, ids: &[ThingId], fields: Option<&FieldSelector>) -> Vec<Value> {
+    pub fn retrieve_things(
+        &self,
+        auth: &AuthContext,
+        ids: &[ThingId],
+        fields: Option<&FieldSelector>,
+    ) -> Vec<Value> {
         ids.iter()
             .filter_map(|id| {
                 let slot = self.inner.things.get(id)?;
@@ -73,7 +86,9 @@ impl Twins {
         let mut out = Vec::new();
         for slot in self.inner.things.all() {
             let guard = lock(&slot);
-            let Some(thing) = guard.as_ref() else { continue };
+            let Some(thing) = guard.as_ref() else {
+                continue;
+            };
             let policy = self.inner.policy(thing.policy_id());
             let access = Access::new(auth, policy.as_deref());
             if access.read_all(&Pointer::root()) {

@@ -44,7 +44,11 @@ impl Twins {
     /// after removing what the caller may not read — as Ditto evaluates event filters.
     pub fn subscribe(&self, auth: AuthContext, filter: Option<&str>) -> Result<Subscription> {
         let filter = filter.map(Filter::parse).transpose()?;
-        Ok(Subscription { rx: self.inner.events.subscribe(), auth, filter })
+        Ok(Subscription {
+            rx: self.inner.events.subscribe(),
+            auth,
+            filter,
+        })
     }
 }
 
@@ -58,7 +62,9 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
             };
             let access = Access::new(&self.auth, published.policy.as_deref());
-            let Some(event) = access.filter_event(&published.event) else { continue };
+            let Some(event) = access.filter_event(&published.event) else {
+                continue;
+            };
             if let Some(filter) = &self.filter
                 && !filter.matches(&projection(&event))
             {
@@ -78,7 +84,10 @@ fn projection(event: &ThingEvent) -> Value {
     if let Value::Object(m) = &mut doc {
         m.insert("thingId".into(), Value::String(event.thing_id.to_string()));
         m.insert("_revision".into(), Value::from(event.revision));
-        m.insert("_modified".into(), Value::String(event.timestamp.to_string()));
+        m.insert(
+            "_modified".into(),
+            Value::String(event.timestamp.to_string()),
+        );
     }
     doc
 }

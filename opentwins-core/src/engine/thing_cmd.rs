@@ -9,7 +9,7 @@ use super::precondition::{Preconditions, condition_failed};
 use super::{Inner, Outcome, Twins, lock};
 use crate::error::{Error, ErrorKind, Level, Result};
 use crate::model::schema::{self, Mode, json_size};
-use crate::model::{PolicyId, Pointer, Thing, ThingId, Timestamp};
+use crate::model::{Pointer, PolicyId, Thing, ThingId, Timestamp};
 use crate::patch;
 use crate::policy::{AuthContext, Permission, Policy, ResourceType};
 use crate::protocol::{Action, EventAction, Headers, ThingCommand, ThingEvent, ThingResponse};
@@ -39,7 +39,11 @@ struct Change {
 }
 
 impl Inner {
-    fn apply_sync(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<(Outcome, Option<Durable>)> {
+    fn apply_sync(
+        &self,
+        auth: &AuthContext,
+        cmd: ThingCommand,
+    ) -> Result<(Outcome, Option<Durable>)> {
         let level = Level::of(&cmd.path)?;
         let pre = Preconditions::parse(&cmd.headers)?;
         if cmd.action.is_write() {
@@ -49,7 +53,10 @@ impl Inner {
             (Action::Create, _) if !cmd.path.is_root() => {
                 return Err(Error::new(
                     ErrorKind::ProtocolInvalid,
-                    format!("A create command must have the path '/', not '{}'.", cmd.path),
+                    format!(
+                        "A create command must have the path '/', not '{}'.",
+                        cmd.path
+                    ),
                 ));
             }
             (Action::Create | Action::Modify | Action::Merge, None) => {
@@ -64,7 +71,11 @@ impl Inner {
                 if size > self.config.max_value_bytes {
                     return Err(too_large("value", size, self.config.max_value_bytes));
                 }
-                let mode = if cmd.action == Action::Merge { Mode::Patch } else { Mode::Full };
+                let mode = if cmd.action == Action::Merge {
+                    Mode::Patch
+                } else {
+                    Mode::Full
+                };
                 schema::validate(&cmd.thing_id, level, v, mode)?;
             }
             _ => {}
@@ -74,7 +85,9 @@ impl Inner {
         let slot = if creates {
             self.things.get_or_insert(&cmd.thing_id)
         } else {
-            self.things.get(&cmd.thing_id).ok_or_else(|| not_found_thing(&cmd.thing_id))?
+            self.things
+                .get(&cmd.thing_id)
+                .ok_or_else(|| not_found_thing(&cmd.thing_id))?
         };
         let mut guard = lock(&slot);
         let Some(thing) = guard.as_mut() else {
@@ -104,7 +117,9 @@ impl Inner {
             let holds = if access.read_all(&Pointer::root()) {
                 condition.matches(&*thing)
             } else {
-                access.filter(&Pointer::root(), thing.body()).is_some_and(|v| condition.matches(&v))
+                access
+                    .filter(&Pointer::root(), thing.body())
+                    .is_some_and(|v| condition.matches(&v))
             };
             if !holds {
                 return Err(condition_failed(condition));
@@ -119,16 +134,29 @@ impl Inner {
                 path: cmd.path,
                 status: 200,
                 value: Some(value),
-                headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+                headers: Headers {
+                    etag: Some(thing.etag()),
+                    ..cmd.headers.for_reply()
+                },
             };
-            return Ok((Outcome { response, events: Vec::new() }, None));
+            return Ok((
+                Outcome {
+                    response,
+                    events: Vec::new(),
+                },
+                None,
+            ));
         }
 
         // Writes: permission first, so a caller learns nothing it may not read.
         let allowed = match (&cmd.action, &cmd.value) {
             (Action::Merge, Some(patch)) => {
                 merge_targets(&cmd.path, patch).iter().all(|(p, whole)| {
-                    if *whole { access.write_all(p) } else { access.write_at(p) }
+                    if *whole {
+                        access.write_all(p)
+                    } else {
+                        access.write_at(p)
+                    }
                 })
             }
             _ => access.write_all(&cmd.path),
@@ -197,8 +225,13 @@ impl Inner {
             action: cmd.action,
             path: cmd.path.clone(),
             status: change.status,
-            value: change.response_value.and_then(|v| access.filter(&cmd.path, &v)),
-            headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+            value: change
+                .response_value
+                .and_then(|v| access.filter(&cmd.path, &v)),
+            headers: Headers {
+                etag: Some(thing.etag()),
+                ..cmd.headers.for_reply()
+            },
         };
         let events = access.filter_event(&event).into_iter().collect();
         Ok((Outcome { response, events }, Some(durable)))
@@ -213,7 +246,11 @@ impl Inner {
             && cmd.action != Action::Merge
             && thing.get(&feature).is_none()
         {
-            return Err(Error::not_found(Level::Feature, cmd.thing_id.as_str(), &feature.to_string()));
+            return Err(Error::not_found(
+                Level::Feature,
+                cmd.thing_id.as_str(),
+                &feature.to_string(),
+            ));
         }
         if let Some(new_policy) = new_policy_id(cmd, thing)
             && self.policy(&new_policy).is_none()
@@ -237,7 +274,11 @@ impl Inner {
                 let created = old.is_none();
                 Change {
                     status: if created { 201 } else { 204 },
-                    event: if created { EventAction::Created } else { EventAction::Modified },
+                    event: if created {
+                        EventAction::Created
+                    } else {
+                        EventAction::Modified
+                    },
                     response_value: created.then(|| value.clone()),
                     event_value: Some(value),
                 }
@@ -245,17 +286,33 @@ impl Inner {
             Action::Merge => {
                 let patch = cmd.value.clone().unwrap_or(Value::Null);
                 patch::merge_at(thing.body_mut(), path, &patch);
-                Change { status: 204, event: EventAction::Merged, response_value: None, event_value: Some(patch) }
+                Change {
+                    status: 204,
+                    event: EventAction::Merged,
+                    response_value: None,
+                    event_value: Some(patch),
+                }
             }
             Action::Delete => {
                 if level == Level::PolicyId {
-                    return Err(Error::field_invalid("The policyId of a Thing cannot be deleted; modify it instead."));
+                    return Err(Error::field_invalid(
+                        "The policyId of a Thing cannot be deleted; modify it instead.",
+                    ));
                 }
                 if old.is_none() {
-                    return Err(Error::not_found(level, cmd.thing_id.as_str(), &path.to_string()));
+                    return Err(Error::not_found(
+                        level,
+                        cmd.thing_id.as_str(),
+                        &path.to_string(),
+                    ));
                 }
                 path.remove(thing.body_mut());
-                Change { status: 204, event: EventAction::Deleted, response_value: None, event_value: None }
+                Change {
+                    status: 204,
+                    event: EventAction::Deleted,
+                    response_value: None,
+                    event_value: None,
+                }
             }
             Action::Create | Action::Retrieve => unreachable!("handled by the caller"),
         };
@@ -298,16 +355,33 @@ impl Inner {
             }
             (None, false) => {
                 let policy = Arc::new(Policy::default_for(thing.policy_id().clone(), auth, now));
-                ops.push(WriteOp::Put { record: policy_record(&policy), expect: Expect::Absent });
+                ops.push(WriteOp::Put {
+                    record: policy_record(&policy),
+                    expect: Expect::Absent,
+                });
                 policy
             }
         };
-        if !auth.is_system() && !policy.has_permission(auth, ResourceType::Thing, &Pointer::root(), Permission::Write) {
-            return Err(not_creatable(&cmd.thing_id, "the Policy does not grant the requester WRITE on 'thing:/'"));
+        if !auth.is_system()
+            && !policy.has_permission(
+                auth,
+                ResourceType::Thing,
+                &Pointer::root(),
+                Permission::Write,
+            )
+        {
+            return Err(not_creatable(
+                &cmd.thing_id,
+                "the Policy does not grant the requester WRITE on 'thing:/'",
+            ));
         }
-        ops.push(WriteOp::Put { record: thing_record(&thing), expect: Expect::Absent });
+        ops.push(WriteOp::Put {
+            record: thing_record(&thing),
+            expect: Expect::Absent,
+        });
         let durable = self.store.write(ops);
-        self.policies_mut().insert(policy.id().clone(), policy.clone());
+        self.policies_mut()
+            .insert(policy.id().clone(), policy.clone());
         drop(_policy_guard);
 
         let event = ThingEvent {
@@ -327,13 +401,18 @@ impl Inner {
             path: cmd.path,
             status: 201,
             value: access.filter(&Pointer::root(), thing.body()),
-            headers: Headers { etag: Some(thing.etag()), ..cmd.headers.for_reply() },
+            headers: Headers {
+                etag: Some(thing.etag()),
+                ..cmd.headers.for_reply()
+            },
         };
         let events = access.filter_event(&event).into_iter().collect();
         Ok((thing, Outcome { response, events }, durable))
     }
 
-    fn policies_mut(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<PolicyId, Arc<Policy>>> {
+    fn policies_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<PolicyId, Arc<Policy>>> {
         super::write(&self.policies)
     }
 
@@ -344,7 +423,10 @@ impl Inner {
         }
         if self.events.receiver_count() > 0 {
             // No receiver is not an error: nobody subscribed.
-            let _ = self.events.send(Arc::new(super::subscribe::Published { event: event.clone(), policy }));
+            let _ = self.events.send(Arc::new(super::subscribe::Published {
+                event: event.clone(),
+                policy,
+            }));
         }
     }
 }
@@ -416,13 +498,17 @@ fn new_policy_id(cmd: &ThingCommand, thing: &Thing) -> Option<PolicyId> {
         Level::Thing => value.get("policyId").and_then(Value::as_str),
         _ => None,
     }?;
-    (s != thing.policy_id().as_str()).then(|| PolicyId::new(s).ok()).flatten()
+    (s != thing.policy_id().as_str())
+        .then(|| PolicyId::new(s).ok())
+        .flatten()
 }
 
 /// A whole-thing modify: the new body, `thingId` and `policyId` first, keeping the current
 /// policy when the body names none (as Ditto does).
 fn normalise_body(thing: &Thing, value: Value) -> Value {
-    let Value::Object(mut fields) = value else { return value };
+    let Value::Object(mut fields) = value else {
+        return value;
+    };
     let policy = fields
         .shift_remove("policyId")
         .unwrap_or_else(|| Value::String(thing.policy_id().to_string()));
@@ -448,7 +534,9 @@ pub(super) fn policy_record(policy: &Policy) -> Record {
         kind: Kind::Policy,
         id: policy.id().to_string(),
         revision: policy.revision(),
-        json: serde_json::to_vec(&policy.full_json()).unwrap_or_default().into(),
+        json: serde_json::to_vec(&policy.full_json())
+            .unwrap_or_default()
+            .into(),
     }
 }
 
@@ -469,5 +557,7 @@ fn too_large(what: &str, size: usize, max: usize) -> Error {
         ErrorKind::ThingTooLarge,
         format!("The size of {size} bytes of the {what} exceeds the limit of {max} bytes."),
     )
-    .with_description("Reduce the size, or raise max_thing_bytes / max_value_bytes in the configuration.")
+    .with_description(
+        "Reduce the size, or raise max_thing_bytes / max_value_bytes in the configuration.",
+    )
 }

@@ -23,7 +23,7 @@ impl FieldSelector {
             .with_description("Use comma-separated paths such as 'thingId,attributes/location,features/*/properties'.")
         };
         let mut paths = Vec::new();
-        expand("", s, &mut paths).map_err(|why| invalid(why))?;
+        expand("", s, &mut paths).map_err(&invalid)?;
         let mut parsed = Vec::with_capacity(paths.len());
         for p in paths {
             let p = p.trim_matches('/');
@@ -104,7 +104,11 @@ fn expand(prefix: &str, s: &str, out: &mut Vec<String>) -> std::result::Result<(
                 if head.trim().is_empty() {
                     return Err("a parenthesis has no path before it");
                 }
-                expand(&join(prefix, head.trim()), &item[open + 1..item.len() - 1], out)?;
+                expand(
+                    &join(prefix, head.trim()),
+                    &item[open + 1..item.len() - 1],
+                    out,
+                )?;
             }
         }
     }
@@ -112,7 +116,11 @@ fn expand(prefix: &str, s: &str, out: &mut Vec<String>) -> std::result::Result<(
 }
 
 fn join(prefix: &str, p: &str) -> String {
-    if prefix.is_empty() { p.to_owned() } else { format!("{}/{}", prefix, p.trim_start_matches('/')) }
+    if prefix.is_empty() {
+        p.to_owned()
+    } else {
+        format!("{}/{}", prefix, p.trim_start_matches('/'))
+    }
 }
 
 /// Splits at commas that are not inside parentheses.
@@ -157,8 +165,10 @@ mod tests {
 
     #[test]
     fn selects_paths_and_wildcards() {
-        let sel = FieldSelector::parse("thingId,attributes/location,features/*/properties/speed,_revision")
-            .unwrap();
+        let sel = FieldSelector::parse(
+            "thingId,attributes/location,features/*/properties/speed,_revision",
+        )
+        .unwrap();
         assert_eq!(
             sel.apply(&thing()),
             json!({
@@ -172,7 +182,9 @@ mod tests {
 
     #[test]
     fn parentheses_expand() {
-        let sel = FieldSelector::parse("attributes(model,location/lat),features/gps(properties/alt)").unwrap();
+        let sel =
+            FieldSelector::parse("attributes(model,location/lat),features/gps(properties/alt)")
+                .unwrap();
         assert_eq!(
             sel.apply(&thing()),
             json!({

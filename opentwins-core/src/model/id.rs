@@ -16,7 +16,9 @@ fn validate(id: &str) -> std::result::Result<usize, &'static str> {
     if id.chars().count() > MAX_ID_LEN {
         return Err("it is longer than 256 characters");
     }
-    let colon = id.find(':').ok_or("it has no ':' between namespace and name")?;
+    let colon = id
+        .find(':')
+        .ok_or("it has no ':' between namespace and name")?;
     let (namespace, name) = (&id[..colon], &id[colon + 1..]);
     if !valid_namespace(namespace) {
         return Err(
@@ -144,7 +146,10 @@ namespaced_id!(
 impl From<&ThingId> for PolicyId {
     /// Ditto's default: a thing created without a policy gets a policy with the same id.
     fn from(t: &ThingId) -> Self {
-        PolicyId { id: t.id.clone(), colon: t.colon }
+        PolicyId {
+            id: t.id.clone(),
+            colon: t.colon,
+        }
     }
 }
 
@@ -198,7 +203,10 @@ mod tests {
             assert_eq!(e.code(), "things:id.invalid", "{id}");
             assert_eq!(e.status(), 400);
         }
-        assert_eq!(PolicyId::new("x").unwrap_err().code(), "policies:id.invalid");
+        assert_eq!(
+            PolicyId::new("x").unwrap_err().code(),
+            "policies:id.invalid"
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl Pointer {
             if seg.chars().any(char::is_control) {
                 return Err(Error::new(
                     ErrorKind::PointerInvalid,
-                    format!("The JSON pointer '{}' contains a control character.", s.escape_debug()),
+                    format!(
+                        "The JSON pointer '{}' contains a control character.",
+                        s.escape_debug()
+                    ),
                 ));
             }
             segments.push(seg.to_owned());
@@ -98,7 +101,9 @@ impl Pointer {
     /// The pointer without its last key; `None` for the root.
     pub fn parent(&self) -> Option<Pointer> {
         let (_, rest) = self.segments.split_last()?;
-        Some(Pointer { segments: rest.to_vec() })
+        Some(Pointer {
+            segments: rest.to_vec(),
+        })
     }
 
     /// The last key.
@@ -115,17 +120,23 @@ impl Pointer {
     pub fn strip_prefix(&self, prefix: &Pointer) -> Option<Pointer> {
         self.segments
             .strip_prefix(prefix.segments.as_slice())
-            .map(|rest| Pointer { segments: rest.to_vec() })
+            .map(|rest| Pointer {
+                segments: rest.to_vec(),
+            })
     }
 
     /// The value at this pointer.
     pub fn get<'a>(&self, value: &'a Value) -> Option<&'a Value> {
-        self.segments.iter().try_fold(value, |v, key| v.as_object()?.get(key))
+        self.segments
+            .iter()
+            .try_fold(value, |v, key| v.as_object()?.get(key))
     }
 
     /// The value at this pointer, mutably.
     pub fn get_mut<'a>(&self, value: &'a mut Value) -> Option<&'a mut Value> {
-        self.segments.iter().try_fold(value, |v, key| v.as_object_mut()?.get_mut(key))
+        self.segments
+            .iter()
+            .try_fold(value, |v, key| v.as_object_mut()?.get_mut(key))
     }
 
     /// Puts `new` at this pointer, creating intermediate objects (and replacing non-objects on the
@@ -136,7 +147,9 @@ impl Pointer {
         };
         let mut cur = target;
         for key in parents {
-            cur = object_mut(cur).entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+            cur = object_mut(cur)
+                .entry(key.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
         }
         object_mut(cur).insert(last.clone(), new)
     }
@@ -237,9 +250,16 @@ mod tests {
         let p = Pointer::parse("/features/lane/properties/offset").unwrap();
         assert_eq!(p.len(), 4);
         assert_eq!(p.to_string(), "/features/lane/properties/offset");
-        assert_eq!(Pointer::parse("attributes/x").unwrap().to_string(), "/attributes/x");
+        assert_eq!(
+            Pointer::parse("attributes/x").unwrap().to_string(),
+            "/attributes/x"
+        );
         for bad in ["//", "/a//b", "/a/", "/a/\u{1}"] {
-            assert_eq!(Pointer::parse(bad).unwrap_err().code(), "json.pointer.invalid", "{bad}");
+            assert_eq!(
+                Pointer::parse(bad).unwrap_err().code(),
+                "json.pointer.invalid",
+                "{bad}"
+            );
         }
     }
 
@@ -254,6 +274,9 @@ mod tests {
         assert_eq!(p.remove(&mut v), Some(json!(5)));
         assert_eq!(Pointer::parse("/x/y").unwrap().remove(&mut v), None);
         assert_eq!(v, json!({"a": {}, "c": {"d": 3}}));
-        assert_eq!(Pointer::parse("/a/b").unwrap().wrap(json!(1)), json!({"a": {"b": 1}}));
+        assert_eq!(
+            Pointer::parse("/a/b").unwrap().wrap(json!(1)),
+            json!({"a": {"b": 1}})
+        );
     }
 }

@@ -76,8 +76,12 @@ pub enum Mode {
 pub fn validate(id: &ThingId, level: Level, value: &Value, mode: Mode) -> Result<()> {
     if mode == Mode::Patch && value.is_null() {
         return match level {
-            Level::Thing => Err(Error::field_invalid("A merge patch of a whole Thing must not be null.")),
-            Level::PolicyId => Err(Error::field_invalid("The policyId of a Thing cannot be removed.")),
+            Level::Thing => Err(Error::field_invalid(
+                "A merge patch of a whole Thing must not be null.",
+            )),
+            Level::PolicyId => Err(Error::field_invalid(
+                "The policyId of a Thing cannot be removed.",
+            )),
             _ => Ok(()),
         };
     }
@@ -153,14 +157,18 @@ pub fn validate(id: &ThingId, level: Level, value: &Value, mode: Mode) -> Result
                         return Err(Error::field_invalid(format!(
                             "The field '{key}' is not allowed in a Feature."
                         ))
-                        .with_description("Allowed fields: definition, properties, desiredProperties."));
+                        .with_description(
+                            "Allowed fields: definition, properties, desiredProperties.",
+                        ));
                     }
                 }
             }
             Ok(())
         }
         Level::FeatureDefinition => match value {
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => Ok(()),
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
+                Ok(())
+            }
             _ => Err(Error::field_invalid(
                 "A Feature definition must be a non-empty array of strings such as 'namespace:name:version'.",
             )),
@@ -168,10 +176,7 @@ pub fn validate(id: &ThingId, level: Level, value: &Value, mode: Mode) -> Result
     }
 }
 
-fn expect_object<'a>(
-    value: &'a Value,
-    what: &str,
-) -> Result<&'a serde_json::Map<String, Value>> {
+fn expect_object<'a>(value: &'a Value, what: &str) -> Result<&'a serde_json::Map<String, Value>> {
     value
         .as_object()
         .ok_or_else(|| Error::field_invalid(format!("{what} must be a JSON object.")))
@@ -209,7 +214,9 @@ pub fn json_size(v: &Value) -> usize {
         Value::Array(a) => 2 + a.len().saturating_sub(1) + a.iter().map(json_size).sum::<usize>(),
         Value::Object(m) => {
             2 + m.len().saturating_sub(1)
-                + m.iter().map(|(k, v)| k.len() + 3 + json_size(v)).sum::<usize>()
+                + m.iter()
+                    .map(|(k, v)| k.len() + 3 + json_size(v))
+                    .sum::<usize>()
         }
     }
 }
@@ -242,9 +249,18 @@ mod tests {
         assert_eq!(level("/").unwrap(), Level::Thing);
         assert_eq!(level("/attributes/a/b").unwrap(), Level::Attribute);
         assert_eq!(level("/features/f").unwrap(), Level::Feature);
-        assert_eq!(level("/features/f/properties/x/y").unwrap(), Level::Property);
-        assert_eq!(level("/features/f/desiredProperties").unwrap(), Level::DesiredProperties);
-        assert_eq!(level("/features/f/definition").unwrap(), Level::FeatureDefinition);
+        assert_eq!(
+            level("/features/f/properties/x/y").unwrap(),
+            Level::Property
+        );
+        assert_eq!(
+            level("/features/f/desiredProperties").unwrap(),
+            Level::DesiredProperties
+        );
+        assert_eq!(
+            level("/features/f/definition").unwrap(),
+            Level::FeatureDefinition
+        );
         assert_eq!(level("/thingId").unwrap_err().code(), "things:path.unknown");
         assert_eq!(level("/features/f/definition/0").unwrap_err().status(), 404);
         assert_eq!(level("/foo").unwrap_err().status(), 404);
@@ -279,8 +295,13 @@ mod tests {
 
     #[test]
     fn patches() {
-        validate(&id(), Level::Thing, &json!({"attributes": {"a": null}, "features": null}), Mode::Patch)
-            .unwrap();
+        validate(
+            &id(),
+            Level::Thing,
+            &json!({"attributes": {"a": null}, "features": null}),
+            Mode::Patch,
+        )
+        .unwrap();
         validate(&id(), Level::Attribute, &Value::Null, Mode::Patch).unwrap();
         assert!(validate(&id(), Level::Thing, &Value::Null, Mode::Patch).is_err());
         assert!(validate(&id(), Level::Thing, &json!({"thingId": null}), Mode::Patch).is_err());
@@ -295,7 +316,11 @@ mod tests {
             json!(12345678901u64),
             json!({}),
         ] {
-            assert_eq!(json_size(&v), serde_json::to_string(&v).unwrap().len(), "{v}");
+            assert_eq!(
+                json_size(&v),
+                serde_json::to_string(&v).unwrap().len(),
+                "{v}"
+            );
         }
     }
 }

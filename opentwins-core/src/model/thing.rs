@@ -22,7 +22,10 @@ impl Timestamp {
 
     /// From a `SystemTime` (times before 1970 clamp to the epoch).
     pub fn from_system_time(t: SystemTime) -> Self {
-        Timestamp(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64))
+        Timestamp(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        )
     }
 
     /// From microseconds since the Unix epoch.
@@ -77,7 +80,9 @@ impl Thing {
     /// thing's own id.
     pub fn new(id: ThingId, body: Value, now: Timestamp) -> Result<Self> {
         schema::validate(&id, Level::Thing, &body, Mode::Full)?;
-        let Value::Object(mut fields) = body else { unreachable!("validated as an object") };
+        let Value::Object(mut fields) = body else {
+            unreachable!("validated as an object")
+        };
         let policy_id = match fields.get("policyId").and_then(Value::as_str) {
             Some(p) => PolicyId::new(p)?,
             None => PolicyId::from(&id),
@@ -194,7 +199,10 @@ impl Thing {
     pub fn to_full_vec(&self) -> Vec<u8> {
         struct Full<'a>(&'a Thing);
         impl serde::Serialize for Full<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 use serde::ser::SerializeMap;
                 let t = self.0;
                 let body = t.body.as_object();
@@ -239,7 +247,9 @@ impl Thing {
         let time = |obj: &mut Map<String, Value>, key: &str| -> Result<Timestamp> {
             match obj.shift_remove(key) {
                 Some(Value::String(s)) => Timestamp::parse(&s),
-                _ => Err(Error::field_invalid(format!("A stored Thing needs '{key}'."))),
+                _ => Err(Error::field_invalid(format!(
+                    "A stored Thing needs '{key}'."
+                ))),
             }
         };
         let created = time(obj, "_created")?;
@@ -267,7 +277,12 @@ mod tests {
     #[test]
     fn new_thing_gets_default_policy_and_order() {
         let id = ThingId::new("ns:car").unwrap();
-        let t = Thing::new(id, json!({"attributes": {"a": 1}}), Timestamp::from_micros(1)).unwrap();
+        let t = Thing::new(
+            id,
+            json!({"attributes": {"a": 1}}),
+            Timestamp::from_micros(1),
+        )
+        .unwrap();
         assert_eq!(t.policy_id().as_str(), "ns:car");
         assert_eq!(t.revision(), 1);
         assert_eq!(

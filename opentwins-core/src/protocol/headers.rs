@@ -38,7 +38,10 @@ pub struct Headers {
 impl Headers {
     /// Headers that only carry a correlation id.
     pub fn with_correlation_id(id: impl Into<String>) -> Self {
-        Headers { correlation_id: Some(id.into()), ..Headers::default() }
+        Headers {
+            correlation_id: Some(id.into()),
+            ..Headers::default()
+        }
     }
 
     /// Whether the caller wants a response (Ditto's default: yes).
@@ -48,7 +51,9 @@ impl Headers {
 
     /// Whether the caller asked to be answered only once the write is durable.
     pub fn wants_persisted(&self) -> bool {
-        self.requested_acks.as_ref().is_some_and(|acks| acks.iter().any(|a| a == TWIN_PERSISTED))
+        self.requested_acks
+            .as_ref()
+            .is_some_and(|acks| acks.iter().any(|a| a == TWIN_PERSISTED))
     }
 
     /// Parses headers from a JSON object; names are case-insensitive as in HTTP.
@@ -78,9 +83,14 @@ impl Headers {
                 "if-none-match" => h.if_none_match = Some(text()?),
                 "condition" => h.condition = Some(text()?),
                 "requested-acks" => h.requested_acks = Some(parse_acks(name, value)?),
-                "timeout" => h.timeout = Some(parse_timeout(&text()?).ok_or_else(|| {
-                    invalid(name, "must be a duration such as '10s', '500ms' or '1m' (at most 60s)")
-                })?),
+                "timeout" => {
+                    h.timeout = Some(parse_timeout(&text()?).ok_or_else(|| {
+                        invalid(
+                            name,
+                            "must be a duration such as '10s', '500ms' or '1m' (at most 60s)",
+                        )
+                    })?)
+                }
                 "etag" => h.etag = Some(text()?),
                 _ => {
                     h.other.insert(lower, value.clone());
@@ -98,16 +108,26 @@ impl Headers {
                 m.insert(k.to_owned(), v);
             }
         };
-        put("correlation-id", self.correlation_id.clone().map(Value::String));
+        put(
+            "correlation-id",
+            self.correlation_id.clone().map(Value::String),
+        );
         put("response-required", self.response_required.map(Value::Bool));
         put("if-match", self.if_match.clone().map(Value::String));
-        put("if-none-match", self.if_none_match.clone().map(Value::String));
+        put(
+            "if-none-match",
+            self.if_none_match.clone().map(Value::String),
+        );
         put("condition", self.condition.clone().map(Value::String));
         put(
             "requested-acks",
             self.requested_acks.as_ref().map(|a| Value::from(a.clone())),
         );
-        put("timeout", self.timeout.map(|t| Value::String(format!("{}ms", t.as_millis()))));
+        put(
+            "timeout",
+            self.timeout
+                .map(|t| Value::String(format!("{}ms", t.as_millis()))),
+        );
         put("etag", self.etag.clone().map(Value::String));
         for (k, v) in &self.other {
             m.insert(k.clone(), v.clone());
@@ -127,18 +147,27 @@ impl Headers {
 }
 
 fn invalid(name: &str, why: &str) -> Error {
-    Error::new(ErrorKind::HeaderInvalid, format!("The value of the header '{name}' is invalid: it {why}."))
+    Error::new(
+        ErrorKind::HeaderInvalid,
+        format!("The value of the header '{name}' is invalid: it {why}."),
+    )
 }
 
 fn parse_acks(name: &str, v: &Value) -> Result<Vec<String>> {
     match v {
         Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| invalid(name, "must list strings")))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(name, "must list strings"))
+            })
             .collect(),
         // HTTP style: comma-separated, or a JSON array inside a string.
-        Value::String(s) if s.trim_start().starts_with('[') => serde_json::from_str::<Vec<String>>(s)
-            .map_err(|_| invalid(name, "must be a JSON array of strings")),
+        Value::String(s) if s.trim_start().starts_with('[') => {
+            serde_json::from_str::<Vec<String>>(s)
+                .map_err(|_| invalid(name, "must be a JSON array of strings"))
+        }
         Value::String(s) => Ok(s
             .split(',')
             .map(str::trim)

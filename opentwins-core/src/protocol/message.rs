@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::Headers;
 use crate::error::Error;
-use crate::model::{FieldSelector, PolicyId, Pointer, ThingId, Timestamp};
+use crate::model::{FieldSelector, Pointer, PolicyId, ThingId, Timestamp};
 
 /// What a command does (the last topic segment of a command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +108,14 @@ pub struct ThingCommand {
 impl ThingCommand {
     /// A command without headers.
     pub fn new(thing_id: ThingId, action: Action, path: Pointer, value: Option<Value>) -> Self {
-        ThingCommand { thing_id, action, path, value, fields: None, headers: Headers::default() }
+        ThingCommand {
+            thing_id,
+            action,
+            path,
+            value,
+            fields: None,
+            headers: Headers::default(),
+        }
     }
 }
 
