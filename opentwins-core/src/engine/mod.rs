@@ -107,8 +107,9 @@ struct Inner {
     store: Arc<dyn Store>,
     things: ThingMap,
     policies: RwLock<HashMap<PolicyId, Arc<Policy>>>,
-    /// Serialises policy writes (rare) so read-modify-write of a policy is atomic.
-    policy_write: Mutex<()>,
+    /// Serialises policy writes (rare) so read-modify-write of a policy is atomic; holds the
+    /// last default policy created, whose entries the next one shares when they are equal.
+    policy_write: Mutex<Option<Arc<Policy>>>,
     events: broadcast::Sender<Arc<subscribe::Published>>,
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
@@ -120,10 +121,18 @@ impl Twins {
     /// Opens the engine on `store`, loading every policy and thing it holds.
     pub fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Twins> {
         let mut policies = HashMap::new();
+        // Policies with equal entries (typically default policies) share them in memory.
+        let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
         for record in store.scan(Kind::Policy)? {
             let value = serde_json::from_slice(&record.json).map_err(Error::json_invalid)?;
-            let policy = Policy::from_full_json(value)?;
-            policies.insert(policy.id().clone(), Arc::new(policy));
+            let mut policy = Policy::from_full_json(value)?;
+            let key = policy.get_at(&crate::model::Pointer::parse("/entries")?)?.to_string();
+            if let Some(first) = shared.get(&key) {
+                policy.share_entries_with(first);
+            }
+            let policy = Arc::new(policy);
+            shared.entry(key).or_insert_with(|| policy.clone());
+            policies.insert(policy.id().clone(), policy);
         }
         let things = ThingMap::new();
         for record in store.scan(Kind::Thing)? {
@@ -139,7 +148,7 @@ impl Twins {
                 store,
                 things,
                 policies: RwLock::new(policies),
-                policy_write: Mutex::new(()),
+                policy_write: Mutex::new(None),
                 events,
                 sinks: RwLock::new(Vec::new()),
                 store_failed: AtomicBool::new(false),

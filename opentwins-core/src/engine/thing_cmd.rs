@@ -342,7 +342,7 @@ impl Inner {
         if size > self.config.max_thing_bytes {
             return Err(too_large("Thing", size, self.config.max_thing_bytes));
         }
-        let _policy_guard = lock(&self.policy_write);
+        let mut last_default = lock(&self.policy_write);
         let mut ops = Vec::with_capacity(2);
         let explicit = cmd.value.as_ref().and_then(|v| v.get("policyId")).is_some();
         let policy = match (self.policy(thing.policy_id()), explicit) {
@@ -354,7 +354,12 @@ impl Inner {
                 ));
             }
             (None, false) => {
-                let policy = Arc::new(Policy::default_for(thing.policy_id().clone(), auth, now));
+                let mut policy = Policy::default_for(thing.policy_id().clone(), auth, now);
+                if let Some(last) = last_default.as_deref() {
+                    policy.share_entries_with(last);
+                }
+                let policy = Arc::new(policy);
+                *last_default = Some(policy.clone());
                 ops.push(WriteOp::Put {
                     record: policy_record(&policy),
                     expect: Expect::Absent,
@@ -382,7 +387,7 @@ impl Inner {
         let durable = self.store.write(ops);
         self.policies_mut()
             .insert(policy.id().clone(), policy.clone());
-        drop(_policy_guard);
+        drop(last_default);
 
         let event = ThingEvent {
             thing_id: cmd.thing_id.clone(),

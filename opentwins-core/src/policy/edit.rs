@@ -9,6 +9,8 @@
 //! `/entries/L/resources/thing:` (segments `["thing:"]`); see [`ResourceKey::to_segments`].
 //! Subject ids that contain `/` are joined the same way.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::model::{
@@ -125,7 +127,7 @@ impl Policy {
     /// status for this case) and changes nothing. The revision is not touched: call
     /// [`Policy::touch`].
     pub fn modify_at(&mut self, path: &Pointer, value: Value) -> Result<bool> {
-        let mut entries = self.entries.clone();
+        let mut entries = (*self.entries).clone();
         let created = match target(path)? {
             Target::Root => {
                 entries = parse_body(&self.id, &value)?;
@@ -182,7 +184,7 @@ impl Policy {
     /// leave nobody able to manage the policy is refused with `policies:policy.notmodifiable`.
     /// The revision is not touched: call [`Policy::touch`].
     pub fn delete_at(&mut self, path: &Pointer) -> Result<()> {
-        let mut entries = self.entries.clone();
+        let mut entries = (*self.entries).clone();
         match target(path)? {
             Target::Root | Target::Entries | Target::Subjects(_) | Target::Resources(_) => {
                 return Err(Error::new(
@@ -246,7 +248,7 @@ impl Policy {
             )
             .with_description(e.message().to_owned()));
         }
-        self.entries = entries;
+        self.entries = Arc::new(entries);
         self.invalidate();
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The policy data model and its Ditto JSON form, with validation.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 
@@ -672,11 +672,13 @@ pub(crate) fn parse_entries(v: &Value) -> Result<Vec<(String, PolicyEntry)>> {
 #[derive(Clone)]
 pub struct Policy {
     pub(crate) id: PolicyId,
-    pub(crate) entries: Vec<(String, PolicyEntry)>,
+    /// Shared between policies with equal entries (see [`Policy::share_entries_with`]);
+    /// copied on write.
+    pub(crate) entries: Arc<Vec<(String, PolicyEntry)>>,
     pub(crate) revision: u64,
     pub(crate) created: Timestamp,
     pub(crate) modified: Timestamp,
-    pub(crate) compiled: OnceLock<Compiled>,
+    pub(crate) compiled: Arc<OnceLock<Compiled>>,
 }
 
 impl PartialEq for Policy {
@@ -717,11 +719,11 @@ impl Policy {
         }
         Policy {
             id,
-            entries: list,
+            entries: Arc::new(list),
             revision: 1,
             created: now,
             modified: now,
-            compiled: OnceLock::new(),
+            compiled: Arc::default(),
         }
     }
 
@@ -875,7 +877,7 @@ impl Policy {
             return false;
         };
         let mut changed = false;
-        for (_, entry) in &mut self.entries {
+        for (_, entry) in Arc::make_mut(&mut self.entries).iter_mut() {
             let Some(i) = entry
                 .subjects
                 .iter()
@@ -901,7 +903,7 @@ impl Policy {
     /// was removed; the caller bumps the revision with [`Policy::touch`] if so.
     pub fn remove_expired_subjects(&mut self, now: Timestamp) -> bool {
         let mut changed = false;
-        for (_, entry) in &mut self.entries {
+        for (_, entry) in Arc::make_mut(&mut self.entries).iter_mut() {
             let before = entry.subjects.len();
             entry
                 .subjects
@@ -919,13 +921,14 @@ impl Policy {
         let label = label.into();
         validate_label(&label)?;
         self.invalidate();
-        Ok(match self.entries.iter_mut().find(|(l, _)| *l == label) {
+        let entries = Arc::make_mut(&mut self.entries);
+        Ok(match entries.iter_mut().find(|(l, _)| *l == label) {
             Some(slot) => {
                 slot.1 = entry;
                 false
             }
             None => {
-                self.entries.push((label, entry));
+                entries.push((label, entry));
                 true
             }
         })
@@ -935,7 +938,7 @@ impl Policy {
     pub fn remove_entry(&mut self, label: &str) -> Option<PolicyEntry> {
         let i = self.entries.iter().position(|(l, _)| l == label)?;
         self.invalidate();
-        Some(self.entries.remove(i).1)
+        Some(Arc::make_mut(&mut self.entries).remove(i).1)
     }
 
     pub(crate) fn entries_json(&self) -> Value {
@@ -949,7 +952,22 @@ impl Policy {
 
     /// Drops the compiled form after a change.
     pub(crate) fn invalidate(&mut self) {
-        self.compiled = OnceLock::new();
+        self.compiled = Arc::default();
+    }
+
+    /// Makes this policy share its entries and compiled form with `other` when both have equal
+    /// entries (for example Ditto's default policies of one creator, which differ only by id).
+    /// Saves memory in instances that hold many such policies. Returns whether it now shares.
+    pub fn share_entries_with(&mut self, other: &Policy) -> bool {
+        if Arc::ptr_eq(&self.entries, &other.entries) {
+            return true;
+        }
+        if self.entries != other.entries {
+            return false;
+        }
+        self.entries = other.entries.clone();
+        self.compiled = other.compiled.clone();
+        true
     }
 }
 
