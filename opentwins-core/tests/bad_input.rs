@@ -181,7 +181,7 @@ async fn invalid_ids_and_paths() {
     rejects(
         "feature id with control char",
         None,
-        command(Action::Modify, "/features/a\u{1}b", Some(json!({}))),
+        command(Action::Modify, "/features", Some(json!({"a\u{1}b": {}}))),
         400,
         "json.field.invalid",
     )
