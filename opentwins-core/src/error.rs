@@ -123,7 +123,7 @@ pub enum ErrorKind {
     PolicyConflict,
     /// A policy is structurally invalid (`policies:policy.invalid`, 400).
     PolicyInvalid,
-    /// A policy entry does not exist (`policies:policyentry.notfound`, 404).
+    /// A policy entry does not exist (`policies:entry.notfound`, 404).
     PolicyEntryNotFound,
     /// The store failed or is unreachable (`things:thing.unavailable`, 503).
     Unavailable,
@@ -178,7 +178,7 @@ impl ErrorKind {
             PolicyNotModifiable => "policies:policy.notmodifiable",
             PolicyConflict => "policies:policy.conflict",
             PolicyInvalid => "policies:policy.invalid",
-            PolicyEntryNotFound => "policies:policyentry.notfound",
+            PolicyEntryNotFound => "policies:entry.notfound",
             Unavailable => "things:thing.unavailable",
             ProtocolInvalid => "things:protocol.invalid",
         })

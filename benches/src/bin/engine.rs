@@ -38,6 +38,40 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Internal: measure RSS for `--things` things on this store (`memory` or `sled`) and print
+    /// it as JSON. The parent runs each RSS measurement in a fresh child process.
+    #[arg(long, hide = true)]
+    rss_child: Option<String>,
+}
+
+/// In a fresh process: RSS before and after creating `n` small things on `store`.
+async fn rss_child(store: &str, n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = rss_bytes();
+    let tw = match store {
+        "memory" => Twins::in_memory(EngineConfig::default()),
+        _ => {
+            let store: Arc<dyn Store> = Arc::new(
+                SledStore::open(SledConfig { path: dir.path().join("db"), ..SledConfig::default() })
+                    .expect("sled"),
+            );
+            Twins::open(EngineConfig::default(), store).expect("open")
+        }
+    };
+    create_things(&tw, n).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_bytes();
+    println!("{}", json!({"store": store, "things": n, "rss_before_bytes": before, "rss_after_bytes": after}));
+}
+
+/// Runs [`rss_child`] in a child process and reads its answer.
+fn measure_rss(store: &str, n: usize) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .args(["--rss-child", store, "--things", &n.to_string()])
+        .output()
+        .expect("run child");
+    serde_json::from_slice(&out.stdout).expect("child output")
 }
 
 fn auth() -> AuthContext {
@@ -200,19 +234,24 @@ async fn main() {
     let args = Args::parse();
     let mut results = Vec::new();
 
-    // Memory first, in a fresh process state: RSS for N small things.
-    let rss_before = rss_bytes();
+    if let Some(store) = &args.rss_child {
+        rss_child(store, args.things).await;
+        return;
+    }
+    for store in ["memory", "sled"] {
+        let r = measure_rss(store, args.things);
+        let (before, after) = (r["rss_before_bytes"].as_f64().unwrap_or(0.0), r["rss_after_bytes"].as_f64().unwrap_or(0.0));
+        println!(
+            "RSS, {store} store: {:.1} MB at start, {:.1} MB with {} small things ({:.0} bytes/thing)",
+            before / 1e6,
+            after / 1e6,
+            args.things,
+            (after - before) / args.things as f64
+        );
+        results.push(json!({"scenario": format!("rss {store} store"), "things": args.things, "rss_before_bytes": before, "rss_after_bytes": after}));
+    }
     let tw = Twins::in_memory(EngineConfig::default());
     create_things(&tw, args.things).await;
-    let rss_after = rss_bytes();
-    println!(
-        "RSS: {:.1} MB before, {:.1} MB with {} small things ({:.0} bytes/thing)",
-        rss_before as f64 / 1e6,
-        rss_after as f64 / 1e6,
-        args.things,
-        (rss_after - rss_before) as f64 / args.things as f64
-    );
-    results.push(json!({"scenario": "rss", "things": args.things, "rss_before_bytes": rss_before, "rss_after_bytes": rss_after}));
 
     let c = args.concurrency;
     let base1 = bare_merges(args.ops, 1, c).await;

@@ -56,9 +56,9 @@ impl<'a> Access<'a> {
     }
 
     /// The event as this caller may see it, or `None` if it may see nothing of it.
-    pub(super) fn filter_event(&self, event: &ThingEvent) -> Option<ThingEvent> {
+    pub(super) fn filter_event(&self, event: ThingEvent) -> Option<ThingEvent> {
         if self.read_all(&event.path) {
-            return Some(event.clone());
+            return Some(event);
         }
         if !self.read_partial(&event.path) {
             return None;
@@ -68,9 +68,6 @@ impl<'a> Access<'a> {
             None => None,
             Some(v) => Some(self.filter(&event.path, v)?),
         };
-        Some(ThingEvent {
-            value,
-            ..event.clone()
-        })
+        Some(ThingEvent { value, ..event })
     }
 }

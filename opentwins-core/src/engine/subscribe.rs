@@ -62,7 +62,7 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
             };
             let access = Access::new(&self.auth, published.policy.as_deref());
-            let Some(event) = access.filter_event(&published.event) else {
+            let Some(event) = access.filter_event(published.event.clone()) else {
                 continue;
             };
             if let Some(filter) = &self.filter

@@ -149,18 +149,21 @@ impl Inner {
         }
 
         // Writes: permission first, so a caller learns nothing it may not read.
-        let allowed = match (&cmd.action, &cmd.value) {
-            (Action::Merge, Some(patch)) => {
-                merge_targets(&cmd.path, patch).iter().all(|(p, whole)| {
-                    if *whole {
-                        access.write_all(p)
-                    } else {
-                        access.write_at(p)
-                    }
-                })
-            }
-            _ => access.write_all(&cmd.path),
-        };
+        // Unrestricted WRITE at the command's path covers everything a patch can touch; only
+        // otherwise are the patch's leaves checked one by one.
+        let allowed = access.write_all(&cmd.path)
+            || match (&cmd.action, &cmd.value) {
+                (Action::Merge, Some(patch)) => {
+                    merge_targets(&cmd.path, patch).iter().all(|(p, whole)| {
+                        if *whole {
+                            access.write_all(p)
+                        } else {
+                            access.write_at(p)
+                        }
+                    })
+                }
+                _ => false,
+            };
         if !allowed {
             return Err(if access.read_partial(&cmd.path) {
                 Error::not_modifiable(level, cmd.thing_id.as_str(), &cmd.path.to_string())
@@ -195,7 +198,7 @@ impl Inner {
                 value: None,
                 headers: cmd.headers.for_reply(),
             };
-            let events = access.filter_event(&event).into_iter().collect();
+            let events = access.filter_event(event).into_iter().collect();
             return Ok((Outcome { response, events }, Some(durable)));
         }
 
@@ -233,7 +236,7 @@ impl Inner {
                 ..cmd.headers.for_reply()
             },
         };
-        let events = access.filter_event(&event).into_iter().collect();
+        let events = access.filter_event(event).into_iter().collect();
         Ok((Outcome { response, events }, Some(durable)))
     }
 
@@ -261,17 +264,25 @@ impl Inner {
             )
             .with_description("A Thing can only refer to an existing Policy."));
         }
-        let old = path.get(thing.body()).cloned();
+        let existed = path.get(thing.body()).is_some();
+        // A change grows the thing by at most its value plus the keys that wrap it. Only when
+        // that could cross the limit is the old subtree kept, to undo the change exactly.
+        let max = self.config.max_thing_bytes;
+        let bound = json_size(thing.body())
+            + cmd.value.as_ref().map_or(0, json_size)
+            + path.segments().iter().map(|s| s.len() + 6).sum::<usize>()
+            + 600;
+        let undo = (bound > max).then(|| path.get(thing.body()).cloned());
         let change = match cmd.action {
             Action::Modify => {
-                let value = cmd.value.clone().unwrap_or(Value::Null);
+                let value = schema::compacted(cmd.value.clone().unwrap_or(Value::Null));
                 if path.is_root() {
                     let body = normalise_body(thing, value.clone());
                     *thing.body_mut() = body;
                 } else {
                     path.set(thing.body_mut(), value.clone());
                 }
-                let created = old.is_none();
+                let created = !existed;
                 Change {
                     status: if created { 201 } else { 204 },
                     event: if created {
@@ -299,7 +310,7 @@ impl Inner {
                         "The policyId of a Thing cannot be deleted; modify it instead.",
                     ));
                 }
-                if old.is_none() {
+                if !existed {
                     return Err(Error::not_found(
                         level,
                         cmd.thing_id.as_str(),
@@ -316,8 +327,11 @@ impl Inner {
             }
             Action::Create | Action::Retrieve => unreachable!("handled by the caller"),
         };
-        let size = json_size(thing.body());
-        if size > self.config.max_thing_bytes {
+        let size = match &undo {
+            Some(_) => json_size(thing.body()),
+            None => 0,
+        };
+        if let Some(old) = undo.filter(|_| size > max) {
             // Undo: put back exactly what was at the path.
             match old {
                 Some(old) if path.is_root() => *thing.body_mut() = old,
@@ -328,7 +342,7 @@ impl Inner {
                     path.remove(thing.body_mut());
                 }
             }
-            return Err(too_large("Thing", size, self.config.max_thing_bytes));
+            return Err(too_large("Thing", size, max));
         }
         Ok(change)
     }
@@ -411,7 +425,7 @@ impl Inner {
                 ..cmd.headers.for_reply()
             },
         };
-        let events = access.filter_event(&event).into_iter().collect();
+        let events = access.filter_event(event).into_iter().collect();
         Ok((thing, Outcome { response, events }, durable))
     }
 

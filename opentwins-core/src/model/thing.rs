@@ -40,7 +40,7 @@ impl Timestamp {
 
     /// Parses RFC 3339 (`2026-11-25T14:21:29.123Z`).
     pub fn parse(s: &str) -> Result<Self> {
-        humantime::parse_rfc3339_weak(s)
+        humantime::parse_rfc3339(s)
             .map(Timestamp::from_system_time)
             .map_err(|e| Error::field_invalid(format!("'{s}' is not an RFC 3339 timestamp: {e}")))
     }
@@ -92,7 +92,9 @@ impl Thing {
         let mut ordered = Map::with_capacity(fields.len() + 2);
         ordered.insert("thingId".into(), Value::String(id.to_string()));
         ordered.insert("policyId".into(), Value::String(policy_id.to_string()));
-        ordered.extend(fields);
+        for (k, v) in fields {
+            ordered.insert(k, schema::compacted(v));
+        }
         Ok(Thing {
             id,
             policy_id,

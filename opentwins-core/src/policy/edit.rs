@@ -95,7 +95,7 @@ impl Policy {
         self.entry(label).ok_or_else(|| self.entry_not_found(label))
     }
 
-    /// The JSON at `path` (`policies:policyentry.notfound` if an entry, subject or resource is
+    /// The JSON at `path` (`policies:entry.notfound` if an entry, subject or resource is
     /// missing; `things:path.unknown` for a path that names nothing in a policy).
     pub fn get_at(&self, path: &Pointer) -> Result<Value> {
         Ok(match target(path)? {
@@ -121,7 +121,7 @@ impl Policy {
     /// resource that did not exist) rather than replaced.
     ///
     /// `/` replaces all entries (a `policyId` in the body must match). Subjects and resources
-    /// can only be changed in an existing entry (`policies:policyentry.notfound` otherwise).
+    /// can only be changed in an existing entry (`policies:entry.notfound` otherwise).
     /// The value is validated as in [`Policy::from_json`]. A change that would leave nobody able
     /// to manage the policy is refused with `policies:policy.notmodifiable` (403, Ditto's
     /// status for this case) and changes nothing. The revision is not touched: call
@@ -177,7 +177,7 @@ impl Policy {
         Ok(created)
     }
 
-    /// Deletes the entry, subject or resource at `path` (`policies:policyentry.notfound` if it
+    /// Deletes the entry, subject or resource at `path` (`policies:entry.notfound` if it
     /// is missing). Deleting `/`, `/entries`, `/entries/{label}/subjects` or
     /// `/entries/{label}/resources` is not a Ditto command and fails with
     /// `things:path.unknown`: the engine deletes a whole policy itself. A deletion that would
@@ -354,7 +354,7 @@ mod tests {
         }
         let e = p.get_at(&ptr("/entries/nope")).unwrap_err();
         assert_eq!(e.status(), 404);
-        assert_eq!(e.code(), "policies:policyentry.notfound");
+        assert_eq!(e.code(), "policies:entry.notfound");
     }
 
     #[test]
