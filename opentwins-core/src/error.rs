@@ -39,6 +39,22 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, from the thing down.
+    pub const ALL: [Level; 12] = [
+        Level::Thing,
+        Level::PolicyId,
+        Level::Definition,
+        Level::Attributes,
+        Level::Attribute,
+        Level::Features,
+        Level::Feature,
+        Level::FeatureDefinition,
+        Level::Properties,
+        Level::Property,
+        Level::DesiredProperties,
+        Level::DesiredProperty,
+    ];
+
     /// The resource name Ditto uses inside error codes, e.g. `feature.property`.
     pub fn code_name(self) -> &'static str {
         match self {
@@ -134,6 +150,42 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kinds that name no level, each once. `RevisionConflict` is left out: it shares
+    /// `things:thing.conflict` with `ThingConflict`, which is what that code reads back as.
+    pub const SIMPLE: [ErrorKind; 22] = [
+        ErrorKind::ThingIdInvalid,
+        ErrorKind::PolicyIdInvalid,
+        ErrorKind::JsonInvalid,
+        ErrorKind::JsonFieldInvalid,
+        ErrorKind::PointerInvalid,
+        ErrorKind::PathUnknown,
+        ErrorKind::HeaderInvalid,
+        ErrorKind::RqlInvalid,
+        ErrorKind::OptionInvalid,
+        ErrorKind::FieldSelectorInvalid,
+        ErrorKind::ThingNotCreatable,
+        ErrorKind::ThingConflict,
+        ErrorKind::ThingTooLarge,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PreconditionNotModified,
+        ErrorKind::PolicyNotFound,
+        ErrorKind::PolicyNotModifiable,
+        ErrorKind::PolicyConflict,
+        ErrorKind::PolicyInvalid,
+        ErrorKind::PolicyEntryNotFound,
+        ErrorKind::Unavailable,
+        ErrorKind::ProtocolInvalid,
+    ];
+
+    /// Every kind whose code reads back as itself: [`ErrorKind::SIMPLE`] and the level kinds.
+    pub fn all() -> impl Iterator<Item = ErrorKind> {
+        Self::SIMPLE.into_iter().chain(
+            Level::ALL
+                .into_iter()
+                .flat_map(|l| [ErrorKind::NotFound(l), ErrorKind::NotModifiable(l)]),
+        )
+    }
+
     /// The HTTP status Ditto answers with.
     pub fn status(self) -> u16 {
         use ErrorKind::*;
@@ -335,57 +387,7 @@ impl Error {
 }
 
 fn kind_from_code(code: &str) -> Option<ErrorKind> {
-    use ErrorKind::*;
-    const LEVELS: [Level; 12] = [
-        Level::Thing,
-        Level::PolicyId,
-        Level::Definition,
-        Level::Attributes,
-        Level::Attribute,
-        Level::Features,
-        Level::Feature,
-        Level::FeatureDefinition,
-        Level::Properties,
-        Level::Property,
-        Level::DesiredProperties,
-        Level::DesiredProperty,
-    ];
-    if let Some(rest) = code.strip_prefix("things:") {
-        for level in LEVELS {
-            if let Some(tail) = rest.strip_prefix(level.code_name()) {
-                match tail {
-                    ".notfound" => return Some(NotFound(level)),
-                    ".notmodifiable" => return Some(NotModifiable(level)),
-                    _ => {}
-                }
-            }
-        }
-    }
-    let simple = [
-        ThingIdInvalid,
-        PolicyIdInvalid,
-        JsonInvalid,
-        JsonFieldInvalid,
-        PointerInvalid,
-        PathUnknown,
-        HeaderInvalid,
-        RqlInvalid,
-        OptionInvalid,
-        FieldSelectorInvalid,
-        ThingNotCreatable,
-        ThingConflict,
-        ThingTooLarge,
-        PreconditionFailed,
-        PreconditionNotModified,
-        PolicyNotFound,
-        PolicyNotModifiable,
-        PolicyConflict,
-        PolicyInvalid,
-        PolicyEntryNotFound,
-        Unavailable,
-        ProtocolInvalid,
-    ];
-    simple.into_iter().find(|k| k.code() == code)
+    ErrorKind::all().find(|k| k.code() == code)
 }
 
 #[cfg(test)]

@@ -52,8 +52,11 @@ async fn rss_child(store: &str, n: usize) {
         "memory" => Twins::in_memory(EngineConfig::default()),
         _ => {
             let store: Arc<dyn Store> = Arc::new(
-                SledStore::open(SledConfig { path: dir.path().join("db"), ..SledConfig::default() })
-                    .expect("sled"),
+                SledStore::open(SledConfig {
+                    path: dir.path().join("db"),
+                    ..SledConfig::default()
+                })
+                .expect("sled"),
             );
             Twins::open(EngineConfig::default(), store).expect("open")
         }
@@ -61,7 +64,10 @@ async fn rss_child(store: &str, n: usize) {
     create_things(&tw, n).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = rss_bytes();
-    println!("{}", json!({"store": store, "things": n, "rss_before_bytes": before, "rss_after_bytes": after}));
+    println!(
+        "{}",
+        json!({"store": store, "things": n, "rss_before_bytes": before, "rss_after_bytes": after})
+    );
 }
 
 /// Runs [`rss_child`] in a child process and reads its answer.
@@ -240,7 +246,10 @@ async fn main() {
     }
     for store in ["memory", "sled"] {
         let r = measure_rss(store, args.things);
-        let (before, after) = (r["rss_before_bytes"].as_f64().unwrap_or(0.0), r["rss_after_bytes"].as_f64().unwrap_or(0.0));
+        let (before, after) = (
+            r["rss_before_bytes"].as_f64().unwrap_or(0.0),
+            r["rss_after_bytes"].as_f64().unwrap_or(0.0),
+        );
         println!(
             "RSS, {store} store: {:.1} MB at start, {:.1} MB with {} small things ({:.0} bytes/thing)",
             before / 1e6,

@@ -1220,48 +1220,9 @@ mod tests {
 
     fn error_kind() -> impl Strategy<Value = ErrorKind> {
         use ErrorKind::*;
-        let levels = vec![
-            Level::Thing,
-            Level::PolicyId,
-            Level::Definition,
-            Level::Attributes,
-            Level::Attribute,
-            Level::Features,
-            Level::Feature,
-            Level::FeatureDefinition,
-            Level::Properties,
-            Level::Property,
-            Level::DesiredProperties,
-            Level::DesiredProperty,
-        ];
-        // `RevisionConflict` shares `things:thing.conflict` with `ThingConflict`, so it is read
-        // back as `ThingConflict`: left out.
-        let simple = vec![
-            ThingIdInvalid,
-            PolicyIdInvalid,
-            JsonInvalid,
-            JsonFieldInvalid,
-            PointerInvalid,
-            PathUnknown,
-            HeaderInvalid,
-            RqlInvalid,
-            OptionInvalid,
-            FieldSelectorInvalid,
-            ThingNotCreatable,
-            ThingConflict,
-            ThingTooLarge,
-            PreconditionFailed,
-            PreconditionNotModified,
-            PolicyNotFound,
-            PolicyNotModifiable,
-            PolicyConflict,
-            PolicyInvalid,
-            PolicyEntryNotFound,
-            Unavailable,
-            ProtocolInvalid,
-        ];
+        let levels = Level::ALL.to_vec();
         prop_oneof![
-            proptest::sample::select(simple),
+            proptest::sample::select(ErrorKind::SIMPLE.to_vec()),
             proptest::sample::select(levels.clone()).prop_map(NotFound),
             proptest::sample::select(levels).prop_map(NotModifiable),
         ]
