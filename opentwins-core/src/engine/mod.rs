@@ -87,6 +87,18 @@ impl ThingMap {
         write(self.shard(id)).entry(id.clone()).or_default().clone()
     }
 
+    /// Drops the slot of `id` if it holds no thing and nobody else holds it (after a failed
+    /// create or a delete), so ids that come and go do not pile up.
+    fn remove_if_vacant(&self, id: &ThingId) {
+        let mut shard = write(self.shard(id));
+        let vacant = shard.get(id).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|thing| thing.is_none())
+        });
+        if vacant {
+            shard.remove(id);
+        }
+    }
+
     /// Every slot (a snapshot of the map; slots may change afterwards).
     fn all(&self) -> Vec<Slot> {
         self.shards
@@ -262,4 +274,31 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Pointer;
+    use crate::policy::AuthContext;
+    use crate::protocol::{Action, ThingCommand};
+
+    #[tokio::test]
+    async fn failed_creates_and_deletes_leave_no_slots() {
+        let tw = Twins::in_memory(EngineConfig::default());
+        let auth = AuthContext::new(["test:a"]);
+        let id = ThingId::new("ns:gone").unwrap();
+        let create = |v| ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(v));
+        // Invalid body: refused, and the slot made for it is dropped again.
+        assert!(tw.apply(&auth, create(json!({"bad": 1}))).await.is_err());
+        assert!(tw.inner.things.get(&id).is_none());
+        tw.apply(&auth, create(json!({}))).await.unwrap();
+        assert!(tw.inner.things.get(&id).is_some());
+        let delete = ThingCommand::new(id.clone(), Action::Delete, Pointer::root(), None);
+        tw.apply(&auth, delete).await.unwrap();
+        assert!(tw.inner.things.get(&id).is_none());
+        assert_eq!(tw.thing_count(), 0);
+    }
 }

@@ -22,7 +22,19 @@ impl Twins {
     /// With `requested-acks: twin-persisted` a write is answered only once durable.
     pub async fn apply(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome> {
         let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
-        let (outcome, durable) = self.inner.apply_sync(auth, cmd)?;
+        let vacates = cmd.action.is_write() && cmd.path.is_root();
+        let id = vacates.then(|| cmd.thing_id.clone());
+        let result = self.inner.apply_sync(auth, cmd);
+        if let Some(id) = id {
+            // A failed create or a delete may leave an empty slot behind.
+            let deleted = result
+                .as_ref()
+                .is_ok_and(|(o, _)| o.response.action == Action::Delete);
+            if result.is_err() || deleted {
+                self.inner.things.remove_if_vacant(&id);
+            }
+        }
+        let (outcome, durable) = result?;
         if let Some(durable) = durable {
             self.inner.settle(durable, wait).await?;
         }
