@@ -38,7 +38,8 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Internal: measure RSS for `--things` things on this store (`memory` or `sled`) and print
+    /// Internal: measure RSS for `--things` things on this store (`memory`,
+    /// `memory-shared-policy` or `sled`) and print
     /// it as JSON. The parent runs each RSS measurement in a fresh child process.
     #[arg(long, hide = true)]
     rss_child: Option<String>,
@@ -49,7 +50,7 @@ async fn rss_child(store: &str, n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let before = rss_bytes();
     let tw = match store {
-        "memory" => Twins::in_memory(EngineConfig::default()),
+        "memory" | "memory-shared-policy" => Twins::in_memory(EngineConfig::default()),
         _ => {
             let store: Arc<dyn Store> = Arc::new(
                 SledStore::open(SledConfig {
@@ -61,7 +62,24 @@ async fn rss_child(store: &str, n: usize) {
             Twins::open(EngineConfig::default(), store).expect("open")
         }
     };
-    create_things(&tw, n).await;
+    if store == "memory-shared-policy" {
+        // One policy for the fleet instead of Ditto's default policy per thing.
+        let owner = ThingCommand::new(
+            thing_id(n),
+            Action::Create,
+            Pointer::root(),
+            Some(json!({})),
+        );
+        tw.apply(&auth(), owner).await.expect("create");
+        for i in 0..n {
+            let mut body = small_thing();
+            body["policyId"] = json!(thing_id(n).to_string());
+            let c = ThingCommand::new(thing_id(i), Action::Create, Pointer::root(), Some(body));
+            tw.apply(&auth(), c).await.expect("create");
+        }
+    } else {
+        create_things(&tw, n).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = rss_bytes();
     println!(
@@ -244,7 +262,7 @@ async fn main() {
         rss_child(store, args.things).await;
         return;
     }
-    for store in ["memory", "sled"] {
+    for store in ["memory", "memory-shared-policy", "sled"] {
         let r = measure_rss(store, args.things);
         let (before, after) = (
             r["rss_before_bytes"].as_f64().unwrap_or(0.0),

@@ -55,6 +55,9 @@ pub struct SledConfig {
     /// counts as 1).
     /// Default 8192.
     pub max_batch_ops: usize,
+    /// Bytes of sled's page cache. The engine keeps every entity in memory and reads the store
+    /// only at start, so a small cache costs nothing but bounds memory. Default 8 MiB.
+    pub cache_bytes: u64,
 }
 
 impl Default for SledConfig {
@@ -64,6 +67,7 @@ impl Default for SledConfig {
             sync: SyncMode::Flush,
             max_batch_delay: Duration::ZERO,
             max_batch_ops: 8192,
+            cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -134,6 +138,7 @@ impl SledStore {
             .path(&config.path)
             // The committer flushes every group itself; sled's periodic flusher adds nothing.
             .flush_every_ms(None)
+            .cache_capacity(config.cache_bytes)
             .open()
             .map_err(|e| {
                 Error::unavailable(format!(
