@@ -225,9 +225,26 @@ async fn modify_at_root_creates_then_replaces_and_create_conflicts() {
             .code(),
         "things:thing.conflict"
     );
-    // Merge and sub-resource commands on a missing thing: 404.
+    // A merge of a whole missing thing creates it (Ditto since 3.3), without the patch's nulls.
+    let (s, v) = ok(
+        &tw,
+        &a,
+        cmd(
+            "ns:merged",
+            Action::Merge,
+            "/",
+            Some(json!({"attributes": {"x": 1, "y": null}})),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        v.unwrap(),
+        json!({"thingId": "ns:merged", "policyId": "ns:merged", "attributes": {"x": 1}})
+    );
+    // Sub-resource commands on a missing thing: 404.
     for c in [
-        cmd("ns:none", Action::Merge, "/", Some(json!({}))),
+        cmd("ns:none", Action::Merge, "/attributes", Some(json!({}))),
         cmd("ns:none", Action::Modify, "/attributes/a", Some(json!(1))),
         cmd("ns:none", Action::Delete, "/", None),
     ] {

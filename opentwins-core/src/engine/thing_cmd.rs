@@ -93,7 +93,9 @@ impl Inner {
             _ => {}
         }
 
-        let creates = cmd.path.is_root() && matches!(cmd.action, Action::Create | Action::Modify);
+        // A whole-thing modify or merge of a missing thing creates it (Ditto since 3.3).
+        let creates = cmd.path.is_root()
+            && matches!(cmd.action, Action::Create | Action::Modify | Action::Merge);
         let slot = if creates {
             self.things.get_or_insert(&cmd.thing_id)
         } else {
@@ -362,7 +364,11 @@ impl Inner {
     /// Creates a thing (the slot is locked and empty).
     fn create(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<(Thing, Outcome, Durable)> {
         let now = Timestamp::now();
-        let value = cmd.value.clone().unwrap_or(Value::Null);
+        let value = match (cmd.action, &cmd.value) {
+            // A merge patch applied to nothing: what it sets, without its `null`s.
+            (Action::Merge, Some(patch)) => patch::strip_nulls(patch),
+            (_, value) => value.clone().unwrap_or(Value::Null),
+        };
         let thing = Thing::new(cmd.thing_id.clone(), value, now)?;
         let size = json_size(thing.body());
         if size > self.config.max_thing_bytes {
