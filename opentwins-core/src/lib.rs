@@ -9,6 +9,7 @@ pub mod patch;
 pub mod policy;
 pub mod protocol;
 pub mod query;
+pub mod replica;
 pub mod sink;
 pub mod store;
 

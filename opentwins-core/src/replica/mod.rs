@@ -1,0 +1,266 @@
+//! Replication rules for distributed twins: hybrid logical clocks ([`Clock`], [`Stamp`]) and a
+//! per-path last-writer-wins state ([`Replica`]) that any number of instances converge on,
+//! whatever the order, delay or duplication with which they receive each other's changes.
+//!
+//! A command is turned into [`Change`]s, one per path it sets or removes, all carrying the
+//! command's stamp. A [`Replica`] keeps, per path, the change with the greatest stamp (a
+//! join-semilattice: applying a set of changes in any order, any number of times, gives the same
+//! state). The JSON it stands for is [`Replica::materialize`]: a value at a path is visible
+//! unless an ancestor path holds a newer change (a newer write replaces the subtree, a newer
+//! removal deletes it); removals leave tombstones so late, older writes stay dead.
+//!
+//! This module is pure: the engine and the links use it (see docs/distribution.md).
+
+mod clock;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+pub use clock::{Clock, Stamp};
+
+use crate::model::Pointer;
+
+/// What a change leaves at its path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// The path holds this value, replacing whatever was there and below (a scalar, an array or
+    /// an empty object; a non-empty object is written as an empty object plus one change per
+    /// member).
+    Value(Value),
+    /// The path and everything below it was removed (a tombstone).
+    Removed,
+    /// The path is an object (a merge patch made it one if it was not); what is below stays.
+    Object,
+}
+
+/// One path set or removed at one stamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Where, inside the thing.
+    pub path: Pointer,
+    /// What.
+    pub cell: Cell,
+    /// When and by whom.
+    pub stamp: Stamp,
+}
+
+/// What one path holds: the newest replacing change (value or removal), which hides older
+/// changes below it, and the newest "is an object" mark of merges, which hides nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Slot {
+    replace: Option<(Stamp, Cell)>,
+    object: Option<Stamp>,
+}
+
+/// Total order of `(stamp, cell)` so that ties (which a correct clock never produces for
+/// different cells) still resolve the same way everywhere.
+fn newer(a: (&Stamp, &Cell), b: (&Stamp, &Cell)) -> bool {
+    match a.0.cmp(b.0) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => match (a.1, b.1) {
+            (Cell::Value(x), Cell::Value(y)) => {
+                x.to_string().cmp(&y.to_string()) == Ordering::Greater
+            }
+            (Cell::Value(_), _) => true,
+            _ => false,
+        },
+    }
+}
+
+/// The per-path last-writer-wins state of one thing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replica {
+    slots: BTreeMap<Pointer, Slot>,
+}
+
+impl Replica {
+    /// An empty replica (a thing nobody wrote yet).
+    pub fn new() -> Self {
+        Replica::default()
+    }
+
+    /// Applies one change if it is newer than what the path holds. Returns whether the state
+    /// changed (false for duplicates and for changes that lost).
+    pub fn apply(&mut self, change: Change) -> bool {
+        let slot = self.slots.entry(change.path).or_default();
+        match change.cell {
+            Cell::Object => {
+                if slot.object.as_ref().is_some_and(|o| *o >= change.stamp) {
+                    return false;
+                }
+                slot.object = Some(change.stamp);
+                true
+            }
+            cell => {
+                if let Some((s, c)) = &slot.replace
+                    && !newer((&change.stamp, &cell), (s, c))
+                {
+                    return false;
+                }
+                slot.replace = Some((change.stamp, cell));
+                true
+            }
+        }
+    }
+
+    /// Every change the state holds, parents before children: what a peer needs to catch up.
+    pub fn changes(&self) -> impl Iterator<Item = Change> + '_ {
+        self.slots.iter().flat_map(|(path, slot)| {
+            let replace = slot.replace.as_ref().map(|(s, c)| Change {
+                path: path.clone(),
+                cell: c.clone(),
+                stamp: s.clone(),
+            });
+            let object = slot.object.as_ref().map(|s| Change {
+                path: path.clone(),
+                cell: Cell::Object,
+                stamp: s.clone(),
+            });
+            replace.into_iter().chain(object)
+        })
+    }
+
+    /// The greatest stamp held, if any.
+    pub fn latest(&self) -> Option<&Stamp> {
+        self.slots
+            .values()
+            .flat_map(|s| {
+                s.replace
+                    .as_ref()
+                    .map(|(s, _)| s)
+                    .into_iter()
+                    .chain(s.object.as_ref())
+            })
+            .max()
+    }
+
+    /// Whether something stamped `stamp` at `path` is hidden by a newer value or removal at an
+    /// ancestor.
+    fn hidden(&self, path: &Pointer, stamp: &Stamp) -> bool {
+        let mut ancestor = path.parent();
+        while let Some(p) = ancestor {
+            if let Some(Slot {
+                replace: Some((s, _)),
+                ..
+            }) = self.slots.get(&p)
+                && s > stamp
+            {
+                return true;
+            }
+            ancestor = p.parent();
+        }
+        false
+    }
+
+    /// The JSON this state stands for (`Value::Null` if nothing is visible).
+    pub fn materialize(&self) -> Value {
+        let mut out = Value::Null;
+        for (path, slot) in &self.slots {
+            let replace = slot.replace.as_ref().filter(|(s, _)| !self.hidden(path, s));
+            let object = slot.object.as_ref().filter(|o| !self.hidden(path, o));
+            let is_object = match (object, replace) {
+                (Some(o), Some((r, _))) => o > r,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let value = if is_object {
+                match path.get(&out) {
+                    Some(Value::Object(_)) => continue,
+                    _ => Value::Object(Map::new()),
+                }
+            } else {
+                match replace {
+                    Some((_, Cell::Value(v))) => v.clone(),
+                    _ => continue,
+                }
+            };
+            if path.is_root() {
+                out = value;
+            } else {
+                path.set(&mut out, value);
+            }
+        }
+        out
+    }
+}
+
+/// The changes of putting `value` at `path` (a modify): the path is replaced as a whole.
+pub fn changes_for_modify(path: &Pointer, value: &Value, stamp: &Stamp) -> Vec<Change> {
+    let mut out = ancestors_are_objects(path, stamp);
+    decompose(path, value, stamp, &mut out);
+    out
+}
+
+/// Writing below the root makes every ancestor an object (creating it if missing), as
+/// [`Pointer::set`] does; the marks keep those objects when their members are removed later.
+fn ancestors_are_objects(path: &Pointer, stamp: &Stamp) -> Vec<Change> {
+    let mut marks = Vec::with_capacity(path.len() + 4);
+    let mut ancestor = path.parent();
+    while let Some(p) = ancestor {
+        ancestor = p.parent();
+        marks.push(Change {
+            path: p,
+            cell: Cell::Object,
+            stamp: stamp.clone(),
+        });
+    }
+    marks.reverse();
+    marks
+}
+
+fn decompose(path: &Pointer, value: &Value, stamp: &Stamp, out: &mut Vec<Change>) {
+    match value {
+        Value::Object(m) if !m.is_empty() => {
+            out.push(change(path, Cell::Value(Value::Object(Map::new())), stamp));
+            for (k, v) in m {
+                decompose(&path.child(k), v, stamp, out);
+            }
+        }
+        _ => out.push(change(path, Cell::Value(value.clone()), stamp)),
+    }
+}
+
+/// The changes of merging `patch` at `path` (RFC 7396): an object patch marks the path as an
+/// object and merges its members, `null` removes, anything else replaces.
+pub fn changes_for_merge(path: &Pointer, patch: &Value, stamp: &Stamp) -> Vec<Change> {
+    // Merging `null` removes without creating anything on the way.
+    let mut out = if patch.is_null() {
+        Vec::new()
+    } else {
+        ancestors_are_objects(path, stamp)
+    };
+    merge_changes(path, patch, stamp, &mut out);
+    out
+}
+
+fn merge_changes(path: &Pointer, patch: &Value, stamp: &Stamp, out: &mut Vec<Change>) {
+    match patch {
+        Value::Null => out.push(change(path, Cell::Removed, stamp)),
+        Value::Object(m) => {
+            out.push(change(path, Cell::Object, stamp));
+            for (k, v) in m {
+                merge_changes(&path.child(k), v, stamp, out);
+            }
+        }
+        _ => out.push(change(path, Cell::Value(patch.clone()), stamp)),
+    }
+}
+
+/// The change of deleting `path`.
+pub fn change_for_delete(path: &Pointer, stamp: &Stamp) -> Change {
+    change(path, Cell::Removed, stamp)
+}
+
+fn change(path: &Pointer, cell: Cell, stamp: &Stamp) -> Change {
+    Change {
+        path: path.clone(),
+        cell,
+        stamp: stamp.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

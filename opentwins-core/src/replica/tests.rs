@@ -1,0 +1,176 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::patch;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Modify(Pointer, Value),
+    Merge(Pointer, Value),
+    Delete(Pointer),
+}
+
+fn path() -> impl Strategy<Value = Pointer> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 0..4)
+        .prop_map(|segs| Pointer::from_segments(segs).unwrap())
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i8>().prop_map(|n| json!(n)),
+        prop::sample::select(vec!["x", "y"]).prop_map(|s| json!(s)),
+        Just(json!([1, 2])),
+        Just(json!({})),
+        Just(Value::Null),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(3, 12, 3, |inner| {
+        prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), inner, 0..3)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (path(), value()).prop_map(|(p, v)| Op::Modify(p, v)),
+        (path(), value()).prop_map(|(p, v)| Op::Merge(p, v)),
+        path().prop_map(Op::Delete),
+    ]
+}
+
+/// What the op does to plain JSON (the engine's semantics).
+fn apply_json(body: &mut Value, op: &Op) {
+    match op {
+        Op::Modify(p, v) if p.is_root() => *body = v.clone(),
+        Op::Modify(p, v) => {
+            p.set(body, v.clone());
+        }
+        Op::Merge(p, v) => patch::merge_at(body, p, v),
+        Op::Delete(p) if p.is_root() => *body = Value::Null,
+        Op::Delete(p) => {
+            p.remove(body);
+        }
+    }
+}
+
+fn changes(op: &Op, stamp: &Stamp) -> Vec<Change> {
+    match op {
+        Op::Modify(p, v) => changes_for_modify(p, v, stamp),
+        Op::Merge(p, v) => changes_for_merge(p, v, stamp),
+        Op::Delete(p) => vec![change_for_delete(p, stamp)],
+    }
+}
+
+fn clock(origin: &str, start: u64) -> Clock {
+    let t = Arc::new(AtomicU64::new(start));
+    Clock::with_wall(origin, move || t.fetch_add(1, AtomicOrdering::Relaxed) / 3)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// One writer: the replica stands for exactly the JSON the commands produce.
+    #[test]
+    fn replica_matches_the_json_semantics(ops in prop::collection::vec(op(), 1..25)) {
+        let c = clock("solo", 0);
+        let mut body = Value::Null;
+        let mut replica = Replica::new();
+        for op in &ops {
+            apply_json(&mut body, op);
+            for ch in changes(op, &c.now()) {
+                replica.apply(ch);
+            }
+            prop_assert_eq!(replica.materialize(), body.clone(), "after {:?}", op);
+        }
+    }
+
+    /// Several writers with skewed clocks; every change delivered to every replica in a random
+    /// order, some twice: all replicas end identical, and equal to applying the commands one
+    /// after the other in stamp order.
+    #[test]
+    fn replicas_converge_whatever_the_delivery(
+        ops in prop::collection::vec((0usize..4, op()), 1..30),
+        seed in any::<u64>(),
+    ) {
+        let clocks: Vec<Clock> = (0..4).map(|i| clock(&format!("i{i}"), i as u64 * 7)).collect();
+        let mut replicas = vec![Replica::new(); 4];
+        let mut log: Vec<Change> = Vec::new();
+        let mut stamped: Vec<(Stamp, Op)> = Vec::new();
+        for (i, op) in &ops {
+            // A writer sees what has reached it so far: here, a random prefix of the log.
+            let seen = (seed as usize ^ log.len()) % (log.len() + 1);
+            for ch in &log[..seen] {
+                clocks[*i].observe(&ch.stamp);
+                replicas[*i].apply(ch.clone());
+            }
+            let stamp = clocks[*i].now();
+            for ch in changes(op, &stamp) {
+                replicas[*i].apply(ch.clone());
+                log.push(ch);
+            }
+            stamped.push((stamp, op.clone()));
+        }
+        // Deliver everything to everyone: shuffled, with duplicates.
+        let mut rng = seed;
+        for r in replicas.iter_mut() {
+            let mut order: Vec<usize> = (0..log.len()).chain(0..log.len() / 3).collect();
+            for k in (1..order.len()).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(k, (rng >> 33) as usize % (k + 1));
+            }
+            for k in order {
+                r.apply(log[k].clone());
+            }
+        }
+        let first = replicas[0].materialize();
+        for r in &replicas[1..] {
+            prop_assert_eq!(r, &replicas[0]);
+        }
+        stamped.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut reference = Value::Null;
+        for (_, op) in &stamped {
+            apply_json(&mut reference, op);
+        }
+        prop_assert_eq!(first, reference);
+    }
+}
+
+#[test]
+fn late_older_write_stays_dead_after_a_removal() {
+    let a = clock("a", 0);
+    let (s1, s2, s3) = (a.now(), a.now(), a.now());
+    let mut r = Replica::new();
+    let p = |s: &str| Pointer::parse(s).unwrap();
+    // Removal of /x at s2 arrives before the write of /x/b at s1 it overrides.
+    r.apply(change_for_delete(&p("/x"), &s2));
+    for ch in changes_for_modify(&p("/x/b"), &json!(1), &s1) {
+        r.apply(ch);
+    }
+    // The root object the write created stays; /x and its member do not.
+    assert_eq!(r.materialize(), json!({}));
+    // A merge after the removal brings /x back without the dead member.
+    for ch in changes_for_merge(&p("/x"), &json!({"c": 2}), &s3) {
+        r.apply(ch);
+    }
+    assert_eq!(r.materialize(), json!({"x": {"c": 2}}));
+}
+
+#[test]
+fn duplicates_and_losers_do_not_change_state() {
+    let a = clock("a", 0);
+    let (old, new) = (a.now(), a.now());
+    let mut r = Replica::new();
+    let p = Pointer::parse("/v").unwrap();
+    assert!(r.apply(change(&p, Cell::Value(json!(2)), &new)));
+    assert!(!r.apply(change(&p, Cell::Value(json!(2)), &new)));
+    assert!(!r.apply(change(&p, Cell::Value(json!(1)), &old)));
+    assert_eq!(r.materialize(), json!({"v": 2}));
+    assert_eq!(r.latest(), Some(&new));
+    assert_eq!(r.changes().count(), 1);
+}
