@@ -38,6 +38,9 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `max_hot_things` for the hot-set scenarios.
+    #[arg(long, default_value_t = 1000)]
+    hot: usize,
     /// Internal: measure RSS for `--things` things on this store (`memory`,
     /// `memory-shared-policy` or `sled`) and print
     /// it as JSON. The parent runs each RSS measurement in a fresh child process.
@@ -46,21 +49,24 @@ struct Args {
 }
 
 /// In a fresh process: RSS before and after creating `n` small things on `store`.
-async fn rss_child(store: &str, n: usize) {
+async fn rss_child(store: &str, n: usize, hot: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let before = rss_bytes();
-    let tw = match store {
-        "memory" | "memory-shared-policy" => Twins::in_memory(EngineConfig::default()),
-        _ => {
-            let store: Arc<dyn Store> = Arc::new(
-                SledStore::open(SledConfig {
-                    path: dir.path().join("db"),
-                    ..SledConfig::default()
-                })
-                .expect("sled"),
-            );
-            Twins::open(EngineConfig::default(), store).expect("open")
-        }
+    let config = EngineConfig {
+        max_hot_things: if store.ends_with("-hot") { hot } else { 0 },
+        ..EngineConfig::default()
+    };
+    let tw = if store.starts_with("memory") {
+        Twins::in_memory(config)
+    } else {
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(SledConfig {
+                path: dir.path().join("db"),
+                ..SledConfig::default()
+            })
+            .expect("sled"),
+        );
+        Twins::open(config, store).expect("open")
     };
     if store == "memory-shared-policy" {
         // One policy for the fleet instead of Ditto's default policy per thing.
@@ -89,10 +95,17 @@ async fn rss_child(store: &str, n: usize) {
 }
 
 /// Runs [`rss_child`] in a child process and reads its answer.
-fn measure_rss(store: &str, n: usize) -> Value {
+fn measure_rss(store: &str, n: usize, hot: usize) -> Value {
     let exe = std::env::current_exe().expect("own path");
     let out = std::process::Command::new(exe)
-        .args(["--rss-child", store, "--things", &n.to_string()])
+        .args([
+            "--rss-child",
+            store,
+            "--things",
+            &n.to_string(),
+            "--hot",
+            &hot.to_string(),
+        ])
         .output()
         .expect("run child");
     serde_json::from_slice(&out.stdout).expect("child output")
@@ -259,11 +272,17 @@ async fn main() {
     let mut results = Vec::new();
 
     if let Some(store) = &args.rss_child {
-        rss_child(store, args.things).await;
+        rss_child(store, args.things, args.hot).await;
         return;
     }
-    for store in ["memory", "memory-shared-policy", "sled"] {
-        let r = measure_rss(store, args.things);
+    for store in [
+        "memory",
+        "memory-shared-policy",
+        "sled",
+        "memory-hot",
+        "sled-hot",
+    ] {
+        let r = measure_rss(store, args.things, args.hot);
         let (before, after) = (
             r["rss_before_bytes"].as_f64().unwrap_or(0.0),
             r["rss_after_bytes"].as_f64().unwrap_or(0.0),
@@ -289,6 +308,20 @@ async fn main() {
     row(
         &format!("memory store, {} things", args.things),
         ours_n,
+        base_n,
+        &mut results,
+    );
+    drop(tw);
+    // Every access to a cold thing: the worst case of a small hot set.
+    let tw = Twins::in_memory(EngineConfig {
+        max_hot_things: args.hot,
+        ..EngineConfig::default()
+    });
+    create_things(&tw, args.things).await;
+    let ours_cold = engine_merges(&tw, args.ops, args.things, c, false).await;
+    row(
+        &format!("memory store, {} things, {} hot", args.things, args.hot),
+        ours_cold,
         base_n,
         &mut results,
     );

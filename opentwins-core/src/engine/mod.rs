@@ -10,6 +10,7 @@
 
 mod access;
 mod config;
+mod hot;
 mod policy_cmd;
 mod precondition;
 mod search;
@@ -51,8 +52,7 @@ pub struct PolicyOutcome {
     pub response: PolicyResponse,
 }
 
-/// One thing's slot: the lock that orders its commands. `None` when absent or deleted.
-type Slot = Arc<Mutex<Option<Thing>>>;
+use hot::{Entry, HotSet, Slot};
 
 const SHARDS: usize = 32;
 
@@ -84,7 +84,10 @@ impl ThingMap {
         if let Some(slot) = self.get(id) {
             return slot;
         }
-        write(self.shard(id)).entry(id.clone()).or_default().clone()
+        write(self.shard(id))
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Entry::Absent)))
+            .clone()
     }
 
     /// Drops the slot of `id` if it holds no thing and nobody else holds it (after a failed
@@ -92,7 +95,7 @@ impl ThingMap {
     fn remove_if_vacant(&self, id: &ThingId) {
         let mut shard = write(self.shard(id));
         let vacant = shard.get(id).is_some_and(|slot| {
-            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|thing| thing.is_none())
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|e| !e.is_present())
         });
         if vacant {
             shard.remove(id);
@@ -118,12 +121,15 @@ struct Inner {
     config: EngineConfig,
     store: Arc<dyn Store>,
     things: ThingMap,
+    hot: HotSet,
     policies: RwLock<HashMap<PolicyId, Arc<Policy>>>,
     /// Serialises policy writes (rare) so read-modify-write of a policy is atomic; holds the
     /// last default policy created, whose entries the next one shares when they are equal.
     policy_write: Mutex<Option<Arc<Policy>>>,
     events: broadcast::Sender<Arc<subscribe::Published>>,
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
+    /// Writes handed to the store and not yet durable (`max_pending_writes` permits).
+    pending: Arc<tokio::sync::Semaphore>,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
     /// because its memory may hold changes the store does not.
     store_failed: AtomicBool,
@@ -149,22 +155,35 @@ impl Twins {
             policies.insert(policy.id().clone(), policy);
         }
         let things = ThingMap::new();
-        for record in store.scan(Kind::Thing)? {
+        let hot = HotSet::new(config.max_hot_things);
+        for (n, record) in store.scan(Kind::Thing)?.into_iter().enumerate() {
+            let id = ThingId::new(&record.id)?;
+            let slot = things.get_or_insert(&id);
+            if hot.limited() && n >= config.max_hot_things {
+                // Beyond the hot set, keep the stored bytes; they are parsed when used.
+                *lock(&slot) = Entry::Cold(record.json);
+                continue;
+            }
             let value = serde_json::from_slice(&record.json).map_err(Error::json_invalid)?;
             let thing = Thing::from_full_json(value)?;
-            let slot = things.get_or_insert(thing.id());
-            *lock(&slot) = Some(thing);
+            *lock(&slot) = Entry::Hot(thing);
+            hot.became_hot(&slot);
         }
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
+        let pending = Arc::new(tokio::sync::Semaphore::new(
+            config.max_pending_writes.max(1),
+        ));
         Ok(Twins {
             inner: Arc::new(Inner {
                 config,
                 store,
                 things,
+                hot,
                 policies: RwLock::new(policies),
                 policy_write: Mutex::new(None),
                 events,
                 sinks: RwLock::new(Vec::new()),
+                pending,
                 store_failed: AtomicBool::new(false),
             }),
         })
@@ -188,10 +207,15 @@ impl Twins {
 
     /// A snapshot of one thing, unfiltered (for trusted in-process callers).
     pub fn get_thing(&self, id: &ThingId) -> Option<Thing> {
-        self.inner
-            .things
-            .get(id)
-            .and_then(|slot| lock(&slot).clone())
+        let slot = self.inner.things.get(id)?;
+        let entry = lock(&slot);
+        match entry.peek() {
+            Ok(thing) => thing.map(std::borrow::Cow::into_owned),
+            Err(e) => {
+                tracing::error!(thing = %id, error = %e, "a stored thing does not parse");
+                None
+            }
+        }
     }
 
     /// A snapshot of one policy, unfiltered.
@@ -205,7 +229,7 @@ impl Twins {
             .things
             .all()
             .iter()
-            .filter(|s| lock(s).is_some())
+            .filter(|s| lock(s).is_present())
             .count()
     }
 }
@@ -226,7 +250,16 @@ impl Inner {
 
     /// Waits for durability when the caller asked for it; otherwise watches the write in the
     /// background so a failure is noticed either way.
-    async fn settle(self: &Arc<Self>, durable: Durable, wait: bool) -> Result<()> {
+    ///
+    /// `permit` is the caller's place among the writes in flight; it is released when the write
+    /// is durable, so a store that falls behind slows writers down instead of queueing without
+    /// bound.
+    async fn settle(
+        self: &Arc<Self>,
+        durable: Durable,
+        wait: bool,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<()> {
         if wait {
             let result = durable.await;
             if let Err(e) = &result {
@@ -246,6 +279,7 @@ impl Inner {
                     if let Err(e) = durable.await {
                         inner.store_write_failed(&e);
                     }
+                    drop(permit);
                 });
             }
         }
@@ -300,5 +334,228 @@ mod tests {
         tw.apply(&auth, delete).await.unwrap();
         assert!(tw.inner.things.get(&id).is_none());
         assert_eq!(tw.thing_count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod hot_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Pointer;
+    use crate::policy::AuthContext;
+    use crate::protocol::{Action, ThingCommand};
+
+    /// An engine that keeps 2 things hot answers a random workload over 20 things exactly as one
+    /// that keeps everything hot.
+    #[tokio::test]
+    async fn a_small_hot_set_changes_no_answer() {
+        let all = Twins::in_memory(EngineConfig::default());
+        let few = Twins::in_memory(EngineConfig {
+            max_hot_things: 2,
+            ..EngineConfig::default()
+        });
+        let auth = AuthContext::new(["test:a"]);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..600 {
+            let id = ThingId::new(&format!("ns:t{}", next(20))).unwrap();
+            let (action, path, value) = match next(6) {
+                0 => (
+                    Action::Create,
+                    "/",
+                    Some(json!({"attributes": {"n": next(100)}})),
+                ),
+                1 => (
+                    Action::Merge,
+                    "/attributes",
+                    Some(json!({"m": next(100), "n": null})),
+                ),
+                2 => (
+                    Action::Modify,
+                    "/features/f/properties/p",
+                    Some(json!(next(100))),
+                ),
+                3 => (
+                    Action::Modify,
+                    "/features/f",
+                    Some(json!({"properties": {}})),
+                ),
+                4 => (Action::Retrieve, "/", None),
+                _ => (
+                    Action::Delete,
+                    if next(4) == 0 { "/" } else { "/attributes/m" },
+                    None,
+                ),
+            };
+            let cmd = ThingCommand::new(id, action, Pointer::parse(path).unwrap(), value);
+            let a = all
+                .apply(&auth, cmd.clone())
+                .await
+                .map(|o| (o.response.status, o.response.value));
+            let b = few
+                .apply(&auth, cmd)
+                .await
+                .map(|o| (o.response.status, o.response.value));
+            assert_eq!(a.map_err(|e| e.code()), b.map_err(|e| e.code()));
+            assert!(few.inner.hot.count() <= 2, "hot: {}", few.inner.hot.count());
+        }
+        for i in 0..20 {
+            let id = ThingId::new(&format!("ns:t{i}")).unwrap();
+            assert_eq!(
+                all.get_thing(&id).map(|t| (t.body().clone(), t.revision())),
+                few.get_thing(&id).map(|t| (t.body().clone(), t.revision()))
+            );
+        }
+        assert_eq!(
+            all.count(&auth, Some("exists(attributes/m)")).unwrap(),
+            few.count(&auth, Some("exists(attributes/m)")).unwrap()
+        );
+        assert_eq!(all.thing_count(), few.thing_count());
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_cold_things_as_bytes_until_used() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let auth = AuthContext::new(["test:a"]);
+        {
+            let tw = Twins::open(EngineConfig::default(), store.clone()).unwrap();
+            for i in 0..5 {
+                let c = ThingCommand::new(
+                    ThingId::new(&format!("ns:c{i}")).unwrap(),
+                    Action::Create,
+                    Pointer::root(),
+                    Some(json!({"attributes": {"i": i}})),
+                );
+                tw.apply(&auth, c).await.unwrap();
+            }
+        }
+        let tw = Twins::open(
+            EngineConfig {
+                max_hot_things: 1,
+                ..EngineConfig::default()
+            },
+            store,
+        )
+        .unwrap();
+        assert_eq!(tw.inner.hot.count(), 1);
+        let id = ThingId::new("ns:c4").unwrap();
+        let c = ThingCommand::new(
+            id.clone(),
+            Action::Merge,
+            Pointer::parse("/attributes").unwrap(),
+            Some(json!({"j": 1})),
+        );
+        tw.apply(&auth, c).await.unwrap();
+        let t = tw.get_thing(&id).unwrap();
+        assert_eq!(
+            (t.revision(), &t.body()["attributes"]),
+            (2, &json!({"i": 4, "j": 1}))
+        );
+        assert_eq!(tw.inner.hot.count(), 1);
+        assert_eq!(tw.count(&auth, None).unwrap(), 5);
+    }
+}
+
+#[cfg(test)]
+mod backpressure_tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::model::Pointer;
+    use crate::policy::AuthContext;
+    use crate::protocol::{Action, ThingCommand};
+    use crate::store::{MemoryStore, Record, WriteOp};
+
+    /// A store whose writes apply at once but become durable only when the gate opens.
+    struct GatedStore {
+        inner: MemoryStore,
+        gate: watch::Receiver<bool>,
+    }
+
+    impl Store for GatedStore {
+        fn write(&self, batch: Vec<WriteOp>) -> Durable {
+            let applied = self.inner.write(batch);
+            let mut gate = self.gate.clone();
+            Durable::new(async move {
+                gate.wait_for(|open| *open)
+                    .await
+                    .map_err(Error::unavailable)?;
+                applied.await
+            })
+        }
+        fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>> {
+            self.inner.get(kind, id)
+        }
+        fn scan(&self, kind: Kind) -> Result<Vec<Record>> {
+            self.inner.scan(kind)
+        }
+    }
+
+    #[tokio::test]
+    async fn writers_wait_when_the_store_falls_behind() {
+        let (open, gate) = watch::channel(false);
+        let store = Arc::new(GatedStore {
+            inner: MemoryStore::new(),
+            gate,
+        });
+        let config = EngineConfig {
+            max_pending_writes: 3,
+            ..EngineConfig::default()
+        };
+        let tw = Twins::open(config, store).unwrap();
+        let auth = AuthContext::new(["test:a"]);
+        let merge = |i: u64| {
+            let id = ThingId::new("ns:bp").unwrap();
+            let path = Pointer::parse("/attributes").unwrap();
+            ThingCommand::new(id, Action::Merge, path, Some(json!({"i": i})))
+        };
+        let create = ThingCommand::new(
+            ThingId::new("ns:bp").unwrap(),
+            Action::Create,
+            Pointer::root(),
+            Some(json!({})),
+        );
+        tw.apply(&auth, create).await.unwrap();
+        tw.apply(&auth, merge(1)).await.unwrap();
+        tw.apply(&auth, merge(2)).await.unwrap();
+        // Three writes are in flight: the fourth waits for a place.
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(100), tw.apply(&auth, merge(3))).await;
+        assert!(
+            blocked.is_err(),
+            "a fourth write went through while three were pending"
+        );
+        // Reads are not held back.
+        let read = ThingCommand::new(
+            ThingId::new("ns:bp").unwrap(),
+            Action::Retrieve,
+            Pointer::root(),
+            None,
+        );
+        tokio::time::timeout(Duration::from_secs(5), tw.apply(&auth, read))
+            .await
+            .unwrap()
+            .unwrap();
+        open.send(true).unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(5), tw.apply(&auth, merge(4)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.response.status, 204);
+        assert_eq!(
+            tw.get_thing(&ThingId::new("ns:bp").unwrap())
+                .unwrap()
+                .revision(),
+            4
+        );
     }
 }

@@ -100,7 +100,7 @@ impl Twins {
                     write(&inner.policies).remove(&cmd.policy_id);
                     let durable = inner.store.write(vec![op]);
                     drop(guard);
-                    inner.settle(durable, wait).await?;
+                    inner.settle(durable, wait, None).await?;
                     return Ok(PolicyOutcome {
                         response: reply(204, None, None),
                     });
@@ -138,7 +138,7 @@ impl Twins {
         }
         let durable = inner.store.write(vec![op]);
         drop(guard);
-        inner.settle(durable, wait).await?;
+        inner.settle(durable, wait, None).await?;
         Ok(PolicyOutcome { response })
     }
 }

@@ -67,7 +67,8 @@ impl Twins {
             .filter_map(|id| {
                 let slot = self.inner.things.get(id)?;
                 let guard = lock(&slot);
-                let thing = guard.as_ref()?;
+                let thing = guard.peek().ok()??;
+                let thing = thing.as_ref();
                 let policy = self.inner.policy(thing.policy_id());
                 let access = Access::new(auth, policy.as_deref());
                 if access.read_all(&Pointer::root()) {
@@ -86,9 +87,10 @@ impl Twins {
         let mut out = Vec::new();
         for slot in self.inner.things.all() {
             let guard = lock(&slot);
-            let Some(thing) = guard.as_ref() else {
+            let Ok(Some(thing)) = guard.peek() else {
                 continue;
             };
+            let thing = thing.as_ref();
             let policy = self.inner.policy(thing.policy_id());
             let access = Access::new(auth, policy.as_deref());
             if access.read_all(&Pointer::root()) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::access::Access;
+use super::hot::Entry;
 use super::precondition::{Preconditions, condition_failed};
 use super::{Inner, Outcome, Twins, lock};
 use crate::error::{Error, ErrorKind, Level, Result};
@@ -22,6 +23,18 @@ impl Twins {
     /// With `requested-acks: twin-persisted` a write is answered only once durable.
     pub async fn apply(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome> {
         let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
+        let permit = if cmd.action.is_write() {
+            Some(
+                self.inner
+                    .pending
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(Error::unavailable)?,
+            )
+        } else {
+            None
+        };
         let vacates = cmd.action.is_write() && cmd.path.is_root();
         let id = vacates.then(|| cmd.thing_id.clone());
         let result = self.inner.apply_sync(auth, cmd);
@@ -34,9 +47,10 @@ impl Twins {
                 self.inner.things.remove_if_vacant(&id);
             }
         }
+        self.inner.hot.cool();
         let (outcome, durable) = result?;
         if let Some(durable) = durable {
-            self.inner.settle(durable, wait).await?;
+            self.inner.settle(durable, wait, permit).await?;
         }
         Ok(outcome)
     }
@@ -104,13 +118,14 @@ impl Inner {
                 .ok_or_else(|| not_found_thing(&cmd.thing_id))?
         };
         let mut guard = lock(&slot);
-        let Some(thing) = guard.as_mut() else {
+        let Some(thing) = guard.heat(&slot, &self.hot)? else {
             if !creates {
                 return Err(not_found_thing(&cmd.thing_id));
             }
             pre.check_tags(None, false, "Thing")?;
             let (thing, outcome, durable) = self.create(auth, cmd)?;
-            *guard = Some(thing);
+            *guard = Entry::Hot(thing);
+            self.hot.became_hot(&slot);
             return Ok((outcome, Some(durable)));
         };
 
@@ -203,7 +218,8 @@ impl Inner {
                 expect: Expect::Revision(old_revision),
             }]);
             self.emit(&event, None, policy.clone());
-            *guard = None;
+            *guard = Entry::Absent;
+            self.hot.became_cold();
             let response = ThingResponse {
                 thing_id: cmd.thing_id,
                 action: cmd.action,
