@@ -11,7 +11,7 @@ use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
 use opentwins_transport::mqtt::{
-    ConnectionState, Mapping, MqttBridge, MqttConfig, MqttHandle, SubscriptionConfig,
+    ConnectionState, Mapping, MqttBridge, MqttConfig, MqttHandle, MqttMetrics, SubscriptionConfig,
 };
 use paho_mqtt as paho;
 use serde_json::{Value, json};
@@ -157,6 +157,19 @@ async fn wait_thing(tw: &Twins, id: &str, what: &str, pred: impl Fn(&Value) -> b
     }
 }
 
+/// Polls the bridge's counters until `pred` holds (they are updated after the engine applied).
+async fn wait_metrics(bridge: &MqttHandle, pred: impl Fn(&MqttMetrics) -> bool) -> MqttMetrics {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = bridge.metrics();
+        if pred(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "counters never matched: {m:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ditto_command_gets_response_with_correlation_data() {
     let Some(broker) = broker() else { return };
@@ -248,10 +261,10 @@ async fn ditto_command_gets_response_with_correlation_data() {
             "{m:?}"
         );
         assert!(m.messages_in >= 4, "{m:?}");
+        // Replies count as out once the broker acknowledged them.
+        wait_metrics(&bridge, |m| m.messages_out >= 4).await;
         bridge.shutdown().await;
         assert_eq!(bridge.state(), ConnectionState::Disconnected);
-        // Replies were acknowledged by the broker (counted once the driver stopped).
-        assert!(bridge.metrics().messages_out >= 4, "{:?}", bridge.metrics());
     })
     .await
     .expect("test hung");
@@ -397,9 +410,9 @@ async fn telemetry_json_merges_and_binary_frames_become_base64() {
             .decode(props["frame"].as_str().unwrap())
             .unwrap();
         assert!(decoded == frame, "the frame did not survive the trip");
-        let m = bridge.metrics();
+        // The counters move right after the engine applied the command: wait for them.
+        let m = wait_metrics(&bridge, |m| m.commands_applied == 3).await;
         assert_eq!(m.invalid_messages, 3, "{m:?}");
-        assert_eq!(m.commands_applied, 3, "{m:?}");
         // A merge into a thing that does not exist is refused by the engine, and counted.
         client
             .publish(paho::Message::new(
@@ -408,11 +421,8 @@ async fn telemetry_json_merges_and_binary_frames_become_base64() {
                 1,
             ))
             .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bridge.metrics().commands_refused == 0 {
-            assert!(Instant::now() < deadline, "refusal not counted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let m = wait_metrics(&bridge, |m| m.commands_refused == 1).await;
+        assert_eq!(m.commands_applied, 3, "{m:?}");
         bridge.shutdown().await;
     })
     .await
