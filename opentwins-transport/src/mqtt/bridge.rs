@@ -1,0 +1,740 @@
+//! The bridge: a cheap cloneable [`MqttHandle`] and the [`MqttDriver`] future that owns the
+//! client, applies inbound messages and publishes outbound events.
+//!
+//! Threads and backpressure: the client library calls back on its own thread. The message
+//! callback blocks on a bounded queue when the engine is behind, which stops the library from
+//! reading the socket (nothing is dropped). The inbound loop therefore never waits for the
+//! library (it never awaits a delivery token); tokens are awaited in small spawned tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::Message;
+use opentwins_core::{FieldSelector, Twins};
+use paho_mqtt as paho;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::config::{Mapping, MqttConfig, PACKET_HEADROOM};
+use super::error::MqttError;
+use super::mapping::{self, DITTO_CONTENT_TYPE, Handled, Incoming, Reply, Telemetry};
+use super::template::{EventTopic, TelemetryTemplate};
+
+/// The connection state of the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Not connected: before the first connection, or after shutdown.
+    Disconnected,
+    /// Connected to the broker.
+    Connected,
+    /// The connection failed or was lost; retrying with backoff.
+    Reconnecting,
+}
+
+/// Counters of the bridge (monotonic since start), for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MqttMetrics {
+    /// Messages received from the broker.
+    pub messages_in: u64,
+    /// Messages the broker acknowledged (events, replies, status).
+    pub messages_out: u64,
+    /// Inbound messages applied by the engine.
+    pub commands_applied: u64,
+    /// Inbound commands the engine refused (policy, precondition, not found, limits).
+    pub commands_refused: u64,
+    /// Inbound messages that could not be read (bad JSON, topic, oversize, not a command).
+    pub invalid_messages: u64,
+    /// Publishes that failed (including oversize events).
+    pub publish_errors: u64,
+    /// Events the outbound stream missed because it fell behind.
+    pub events_lagged: u64,
+    /// Successful connections (the first one and every reconnect).
+    pub connects: u64,
+    /// Connections lost.
+    pub connections_lost: u64,
+}
+
+impl MqttMetrics {
+    /// All errors: invalid messages, refused commands, failed publishes and lagged events.
+    pub fn errors(&self) -> u64 {
+        self.invalid_messages + self.commands_refused + self.publish_errors + self.events_lagged
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    commands_applied: AtomicU64,
+    commands_refused: AtomicU64,
+    invalid_messages: AtomicU64,
+    publish_errors: AtomicU64,
+    events_lagged: AtomicU64,
+    connects: AtomicU64,
+    connections_lost: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// State shared by the handle, the driver and the library's callbacks (not the client, so the
+/// callbacks hold no reference cycle).
+struct Shared {
+    config: MqttConfig,
+    state: watch::Sender<ConnectionState>,
+    counters: Counters,
+    shutdown: watch::Sender<bool>,
+    done: watch::Sender<bool>,
+}
+
+/// A cheap, cloneable handle on a running bridge.
+#[derive(Clone)]
+pub struct MqttHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MqttHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttHandle")
+            .field("client_id", &self.shared.config.client_id())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl MqttHandle {
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Waits until the bridge is connected (and subscribed), or `timeout` passes.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.watch_state();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s == ConnectionState::Connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> MqttMetrics {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MqttMetrics {
+            messages_in: get(&c.messages_in),
+            messages_out: get(&c.messages_out),
+            commands_applied: get(&c.commands_applied),
+            commands_refused: get(&c.commands_refused),
+            invalid_messages: get(&c.invalid_messages),
+            publish_errors: get(&c.publish_errors),
+            events_lagged: get(&c.events_lagged),
+            connects: get(&c.connects),
+            connections_lost: get(&c.connections_lost),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &MqttConfig {
+        &self.shared.config
+    }
+
+    /// Stops the bridge: stops consuming, publishes the retained `offline` status, disconnects
+    /// cleanly (the broker keeps the session for `session_expiry`), and returns when the driver
+    /// has finished. The driver must be running (or be run) for this to return.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let mut done = self.shared.done.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+/// The bridge's driver: run it (or spawn it) for the bridge to do anything.
+#[must_use = "the bridge does nothing unless its driver runs"]
+pub struct MqttDriver {
+    shared: Arc<Shared>,
+    client: paho::AsyncClient,
+    connect: paho::ConnectOptions,
+    inbound: mpsc::Receiver<paho::Message>,
+    routes: Arc<Vec<Route>>,
+    twins: Twins,
+    events: Option<Outbound>,
+}
+
+/// One inbound subscription, resolved.
+struct Route {
+    filter: String,
+    matcher: paho::TopicFilter,
+    qos: i32,
+    auth: AuthContext,
+    telemetry: Option<Telemetry>,
+}
+
+struct Outbound {
+    subscription: opentwins_core::engine::Subscription,
+    topic: EventTopic,
+    auth: AuthContext,
+    extra_fields: Option<FieldSelector>,
+}
+
+/// Starts the MQTT bridge.
+#[derive(Debug)]
+pub struct MqttBridge;
+
+impl MqttBridge {
+    /// Validates `config`, creates the client and subscribes to the engine's events (so no
+    /// event after this call is missed). Nothing touches the network until the driver runs.
+    /// Must be called inside a Tokio runtime.
+    pub fn start(config: MqttConfig, twins: Twins) -> Result<(MqttHandle, MqttDriver), MqttError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| MqttError::config("the MQTT bridge must start inside a Tokio runtime"))?;
+        let (uri, tls) = config.broker_uri()?;
+        let default_auth = auth_of(&config.subject, &[]);
+
+        let routes = config
+            .subscriptions
+            .iter()
+            .map(|s| {
+                let telemetry = match s.mapping {
+                    Mapping::Ditto => None,
+                    Mapping::Telemetry => Some(Telemetry {
+                        template: TelemetryTemplate::parse(
+                            &s.template.replace("{instance}", &config.instance_id),
+                        )?,
+                        feature: s.feature.clone(),
+                        binary_property: s.binary_property.clone(),
+                    }),
+                };
+                let filter = match (&telemetry, s.filter.is_empty()) {
+                    (Some(t), true) => t.template.filter(),
+                    _ => s.filter.replace("{instance}", &config.instance_id),
+                };
+                let matcher = paho::TopicFilter::new(filter.clone())
+                    .map_err(|e| MqttError::config(format!("filter '{filter}': {e}")))?;
+                Ok(Route {
+                    filter,
+                    matcher,
+                    qos: i32::from(s.qos),
+                    auth: if s.subject.is_empty() {
+                        default_auth.clone()
+                    } else {
+                        auth_of(&s.subject, &[])
+                    },
+                    telemetry,
+                })
+            })
+            .collect::<Result<Vec<_>, MqttError>>()?;
+
+        let events = if config.outbound.enabled {
+            let auth = if config.outbound.system {
+                AuthContext::system()
+            } else {
+                auth_of(&config.outbound.subject, &config.subject)
+            };
+            Some(Outbound {
+                subscription: twins.subscribe(auth.clone(), config.outbound.filter.as_deref())?,
+                topic: EventTopic::parse(&config.outbound.topic)?,
+                auth,
+                extra_fields: config
+                    .outbound
+                    .extra_fields
+                    .as_deref()
+                    .map(FieldSelector::parse)
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+
+        let buffered = i32::try_from(config.max_buffered_messages).unwrap_or(i32::MAX);
+        let persistence = match &config.persistence_dir {
+            Some(dir) => paho::PersistenceType::FilePath(dir.clone()),
+            None => paho::PersistenceType::None,
+        };
+        let create = paho::CreateOptionsBuilder::new()
+            .server_uri(uri)
+            .client_id(config.client_id())
+            .mqtt_version(paho::MQTT_VERSION_5)
+            .max_buffered_messages(buffered)
+            .send_while_disconnected(true)
+            .allow_disconnected_send_at_anytime(true)
+            .persistence(persistence)
+            .finalize();
+        let client = paho::AsyncClient::new(create).map_err(MqttError::client)?;
+        let connect = connect_options(&config, tls)?;
+
+        let (state, _) = watch::channel(ConnectionState::Disconnected);
+        let shared = Arc::new(Shared {
+            config,
+            state,
+            counters: Counters::default(),
+            shutdown: watch::channel(false).0,
+            done: watch::channel(false).0,
+        });
+        let routes = Arc::new(routes);
+        let (tx, inbound) = mpsc::channel(shared.config.inbound_queue);
+        install_callbacks(&client, &shared, &routes, tx, runtime);
+
+        let handle = MqttHandle {
+            shared: shared.clone(),
+        };
+        Ok((
+            handle,
+            MqttDriver {
+                shared,
+                client,
+                connect,
+                inbound,
+                routes,
+                twins,
+                events,
+            },
+        ))
+    }
+
+    /// [`MqttBridge::start`] and spawn the driver on the current runtime.
+    pub fn spawn(
+        config: MqttConfig,
+        twins: Twins,
+    ) -> Result<(MqttHandle, tokio::task::JoinHandle<()>), MqttError> {
+        let (handle, driver) = MqttBridge::start(config, twins)?;
+        Ok((handle, tokio::spawn(driver.run())))
+    }
+}
+
+fn auth_of(subjects: &[String], fallback: &[String]) -> AuthContext {
+    if subjects.is_empty() {
+        AuthContext::new(fallback.iter().cloned())
+    } else {
+        AuthContext::new(subjects.iter().cloned())
+    }
+}
+
+fn connect_options(config: &MqttConfig, tls: bool) -> Result<paho::ConnectOptions, MqttError> {
+    let mut props = paho::Properties::new();
+    let expiry = u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX);
+    props
+        .push_u32(paho::PropertyCode::SessionExpiryInterval, expiry)
+        .map_err(MqttError::client)?;
+    let max_packet =
+        u32::try_from(config.max_message_size.saturating_add(PACKET_HEADROOM)).unwrap_or(u32::MAX);
+    props
+        .push_u32(paho::PropertyCode::MaximumPacketSize, max_packet)
+        .map_err(MqttError::client)?;
+    let mut b = paho::ConnectOptionsBuilder::new_v5();
+    b.clean_start(config.clean_start)
+        .properties(props)
+        .keep_alive_interval(config.keep_alive)
+        .connect_timeout(config.connect_timeout)
+        .automatic_reconnect(config.reconnect_min, config.reconnect_max);
+    if config.status.enabled {
+        let will = paho::MessageBuilder::new()
+            .topic(config.status_topic())
+            .payload(config.status.offline.as_bytes())
+            .qos(1)
+            .retained(true)
+            .finalize();
+        b.will_message(will);
+    }
+    if let Some(u) = &config.username {
+        b.user_name(u.as_str());
+    }
+    if let Some(p) = &config.password {
+        b.password(p.as_str());
+    }
+    if tls {
+        let t = &config.tls;
+        let mut s = paho::SslOptionsBuilder::new();
+        if let Some(ca) = &t.ca_file {
+            s.trust_store(ca).map_err(MqttError::client)?;
+        }
+        if let Some(cert) = &t.cert_file {
+            s.key_store(cert).map_err(MqttError::client)?;
+        }
+        if let Some(key) = &t.key_file {
+            s.private_key(key).map_err(MqttError::client)?;
+        }
+        if let Some(pw) = &t.key_password {
+            s.private_key_password(pw.as_str());
+        }
+        s.enable_server_cert_auth(!t.insecure).verify(!t.insecure);
+        b.ssl_options(s.finalize());
+    }
+    Ok(b.finalize())
+}
+
+fn install_callbacks(
+    client: &paho::AsyncClient,
+    shared: &Arc<Shared>,
+    routes: &Arc<Vec<Route>>,
+    tx: mpsc::Sender<paho::Message>,
+    runtime: tokio::runtime::Handle,
+) {
+    client.set_message_callback(move |_, msg| {
+        if let Some(msg) = msg {
+            // Blocks the library's thread when the engine is behind: backpressure, no loss.
+            // Fails only once the driver has stopped.
+            let _ = tx.blocking_send(msg);
+        }
+    });
+    let s = shared.clone();
+    let r = routes.clone();
+    client.set_connected_callback(move |cli| {
+        let (s, r, cli) = (s.clone(), r.clone(), cli.clone());
+        runtime.spawn(on_connected(s, r, cli));
+    });
+    let s = shared.clone();
+    client.set_connection_lost_callback(move |_| {
+        inc(&s.counters.connections_lost);
+        tracing::warn!("MQTT connection lost; reconnecting");
+        s.state.send_replace(ConnectionState::Reconnecting);
+    });
+    let s = shared.clone();
+    client.set_disconnected_callback(move |_, _, reason| {
+        tracing::warn!(%reason, "the MQTT broker disconnected us; reconnecting");
+        inc(&s.counters.connections_lost);
+        s.state.send_replace(ConnectionState::Reconnecting);
+    });
+}
+
+/// After every (re)connect: subscribe (again: a broker without the session forgot the
+/// subscriptions; with it, this is harmless and retained messages are not resent), publish the
+/// `online` status (the will may have set `offline` meanwhile), then report `Connected`.
+async fn on_connected(shared: Arc<Shared>, routes: Arc<Vec<Route>>, client: paho::AsyncClient) {
+    if *shared.shutdown.borrow() {
+        return;
+    }
+    for (i, route) in routes.iter().enumerate() {
+        let opts = paho::SubscribeOptionsBuilder::new()
+            .no_local(true)
+            .retain_handling(paho::RetainHandling::SendRetainedOnNew)
+            .finalize();
+        let mut props = paho::Properties::new();
+        // Identifier i+1 tells which subscription a message matched.
+        let _ = props.push_int(paho::PropertyCode::SubscriptionIdentifier, i as i32 + 1);
+        if let Err(e) = client
+            .subscribe_with_options(route.filter.as_str(), route.qos, opts, props)
+            .await
+        {
+            tracing::error!(filter = %route.filter, error = %e, "MQTT subscribe failed");
+        }
+    }
+    if shared.config.status.enabled {
+        let msg = paho::Message::new_retained(
+            shared.config.status_topic(),
+            shared.config.status.online.as_bytes(),
+            1,
+        );
+        match client.publish(msg).await {
+            Ok(()) => inc(&shared.counters.messages_out),
+            Err(e) => {
+                inc(&shared.counters.publish_errors);
+                tracing::warn!(error = %e, "publishing the online status failed");
+            }
+        }
+    }
+    inc(&shared.counters.connects);
+    tracing::info!(client_id = %shared.config.client_id(), "MQTT connected");
+    shared.state.send_replace(ConnectionState::Connected);
+}
+
+impl MqttDriver {
+    /// Runs the bridge until [`MqttHandle::shutdown`].
+    pub async fn run(self) {
+        let MqttDriver {
+            shared,
+            client,
+            connect,
+            inbound,
+            routes,
+            twins,
+            events,
+        } = self;
+        let mut stop = shared.shutdown.subscribe();
+        if connect_first(&shared, &client, connect, &mut stop).await {
+            let inbound_loop =
+                inbound_loop(&shared, &client, &routes, &twins, inbound, stop.clone());
+            let outbound_loop = async {
+                if let Some(events) = events {
+                    outbound_loop(&shared, &client, &twins, events, stop.clone()).await;
+                }
+            };
+            tokio::join!(inbound_loop, outbound_loop);
+            // Leave cleanly: offline status, then DISCONNECT (no will; the session stays).
+            if shared.config.status.enabled && client.is_connected() {
+                let msg = paho::Message::new_retained(
+                    shared.config.status_topic(),
+                    shared.config.status.offline.as_bytes(),
+                    1,
+                );
+                match tokio::time::timeout(Duration::from_secs(5), client.publish(msg)).await {
+                    Ok(Ok(())) => inc(&shared.counters.messages_out),
+                    _ => inc(&shared.counters.publish_errors),
+                }
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.disconnect(paho::DisconnectOptions::new()),
+            )
+            .await;
+        }
+        client.remove_message_callback();
+        shared.state.send_replace(ConnectionState::Disconnected);
+        shared.done.send_replace(true);
+        tracing::info!("MQTT bridge stopped");
+    }
+}
+
+/// The first connection, retried with backoff (the library reconnects by itself only after a
+/// first success). False if shut down before connecting.
+async fn connect_first(
+    shared: &Shared,
+    client: &paho::AsyncClient,
+    connect: paho::ConnectOptions,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut delay = shared.config.reconnect_min.max(Duration::from_millis(100));
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        let attempt = client.connect(connect.clone());
+        tokio::select! {
+            r = attempt => match r {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "MQTT connect failed");
+                    shared.state.send_replace(ConnectionState::Reconnecting);
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+        delay = (delay * 2).min(shared.config.reconnect_max);
+    }
+}
+
+fn to_incoming(msg: &paho::Message) -> Incoming {
+    let p = msg.properties();
+    Incoming {
+        topic: msg.topic().to_owned(),
+        payload: msg.payload().to_vec(),
+        content_type: p.get_string(paho::PropertyCode::ContentType),
+        response_topic: p.get_string(paho::PropertyCode::ResponseTopic),
+        correlation_data: p.get_binary(paho::PropertyCode::CorrelationData),
+    }
+}
+
+/// The subscriptions a message belongs to: by MQTT 5 subscription identifier, else by filter.
+fn routes_of(routes: &[Route], msg: &paho::Message) -> Vec<usize> {
+    let p = msg.properties();
+    let mut ids: Vec<usize> = (0..)
+        .map_while(|i| p.get_int_at(paho::PropertyCode::SubscriptionIdentifier, i))
+        .filter_map(|id| usize::try_from(id).ok()?.checked_sub(1))
+        .filter(|i| *i < routes.len())
+        .collect();
+    if ids.is_empty() {
+        ids = (0..routes.len())
+            .filter(|i| routes[*i].matcher.is_match(msg.topic()))
+            .take(1)
+            .collect();
+    }
+    ids
+}
+
+async fn inbound_loop(
+    shared: &Arc<Shared>,
+    client: &paho::AsyncClient,
+    routes: &[Route],
+    twins: &Twins,
+    mut inbound: mpsc::Receiver<paho::Message>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let c = &shared.counters;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            m = inbound.recv() => match m { Some(m) => m, None => return },
+        };
+        inc(&c.messages_in);
+        if msg.payload().len() > shared.config.max_message_size {
+            inc(&c.invalid_messages);
+            tracing::warn!(
+                topic = msg.topic(),
+                size = msg.payload().len(),
+                "MQTT message too large; dropped"
+            );
+            continue;
+        }
+        let incoming = to_incoming(&msg);
+        let matched = routes_of(routes, &msg);
+        if matched.is_empty() {
+            inc(&c.invalid_messages);
+            tracing::warn!(topic = msg.topic(), "MQTT message matches no subscription");
+        }
+        for i in matched {
+            let route = &routes[i];
+            let (handled, reply) = match &route.telemetry {
+                None => mapping::ditto(twins, &route.auth, &incoming).await,
+                Some(t) => (
+                    mapping::telemetry(twins, &route.auth, t, &incoming).await,
+                    None,
+                ),
+            };
+            match handled {
+                Handled::Applied => inc(&c.commands_applied),
+                Handled::Refused(e) => {
+                    inc(&c.commands_refused);
+                    tracing::debug!(topic = %incoming.topic, error = %e, "command refused");
+                }
+                Handled::Invalid(e) => {
+                    inc(&c.invalid_messages);
+                    tracing::warn!(topic = %incoming.topic, error = %e, "invalid MQTT message");
+                }
+            }
+            if let Some(reply) = reply {
+                publish_reply(shared, client, reply);
+            }
+        }
+    }
+}
+
+/// A topic the library can publish to (no NUL, no wildcards, not empty).
+fn publishable(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['\0', '+', '#'])
+}
+
+fn ditto_props(correlation: Option<&[u8]>) -> paho::Properties {
+    let mut props = paho::Properties::new();
+    let _ = props.push_string(paho::PropertyCode::ContentType, DITTO_CONTENT_TYPE);
+    if let Some(data) = correlation {
+        let _ = props.push_binary(paho::PropertyCode::CorrelationData, data.to_vec());
+    }
+    props
+}
+
+/// Publishes a reply without waiting for the library (see the module doc).
+fn publish_reply(shared: &Arc<Shared>, client: &paho::AsyncClient, reply: Reply) {
+    if !publishable(&reply.topic) || reply.payload.len() > shared.config.max_message_size {
+        inc(&shared.counters.publish_errors);
+        tracing::warn!(topic = %reply.topic.escape_debug(), "reply not publishable; dropped");
+        return;
+    }
+    let msg = paho::MessageBuilder::new()
+        .topic(reply.topic)
+        .payload(reply.payload)
+        .qos(1)
+        .properties(ditto_props(reply.correlation_data.as_deref()))
+        .finalize();
+    match client.try_publish(msg) {
+        Ok(token) => watch_delivery(shared, token, None),
+        Err(e) => {
+            inc(&shared.counters.publish_errors);
+            tracing::warn!(error = %e, "publishing a reply failed");
+        }
+    }
+}
+
+/// Counts the outcome of a publish once the broker acknowledged it (or it failed).
+fn watch_delivery(
+    shared: &Arc<Shared>,
+    token: paho::DeliveryToken,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match token.await {
+            Ok(()) => inc(&shared.counters.messages_out),
+            Err(e) => {
+                inc(&shared.counters.publish_errors);
+                tracing::warn!(error = %e, "MQTT publish failed");
+            }
+        }
+        drop(permit);
+    });
+}
+
+async fn outbound_loop(
+    shared: &Arc<Shared>,
+    client: &paho::AsyncClient,
+    twins: &Twins,
+    mut events: Outbound,
+    mut stop: watch::Receiver<bool>,
+) {
+    let out = &shared.config.outbound;
+    let pending = Arc::new(Semaphore::new(out.max_pending));
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            e = events.subscription.recv() => e,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(opentwins_core::engine::RecvError::Lagged(n)) => {
+                shared
+                    .counters
+                    .events_lagged
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(missed = n, "outbound MQTT events fell behind");
+                continue;
+            }
+            Err(opentwins_core::engine::RecvError::Closed) => return,
+        };
+        let topic = events.topic.render(
+            &event.thing_id,
+            event.action.as_str(),
+            &shared.config.instance_id,
+        );
+        let mut envelope = Message::ThingEvent(event.clone()).to_envelope();
+        if let Some(sel) = &events.extra_fields {
+            let thing = twins.retrieve_things(
+                &events.auth,
+                std::slice::from_ref(&event.thing_id),
+                Some(sel),
+            );
+            if let Some(Value::Object(extra)) = thing.into_iter().next() {
+                envelope.extra = Some(extra);
+            }
+        }
+        let payload = envelope.to_vec();
+        if !publishable(&topic) || payload.len() > shared.config.max_message_size {
+            inc(&shared.counters.publish_errors);
+            tracing::warn!(%topic, size = payload.len(), "event not publishable; dropped");
+            continue;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            p = pending.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let msg = paho::MessageBuilder::new()
+            .topic(topic)
+            .payload(payload)
+            .qos(i32::from(out.qos))
+            .retained(out.retain)
+            .properties(ditto_props(None))
+            .finalize();
+        match client.try_publish(msg) {
+            Ok(token) => watch_delivery(shared, token, Some(permit)),
+            Err(e) => {
+                inc(&shared.counters.publish_errors);
+                tracing::warn!(error = %e, "publishing an event failed");
+            }
+        }
+    }
+}
