@@ -2,7 +2,8 @@
 //! connections (`PUT /api/2/things/{id}/features/lane/properties/state`, HTTP Basic auth, Ditto's
 //! implicit `twin-persisted`, sled store with group commit in a temp dir), modifies/s and
 //! p50/p99 latency. Baseline in the same run, with the same client: a bare axum server that
-//! parses the same JSON and puts it into a `Mutex<HashMap>`.
+//! parses the same JSON and puts it into a `Mutex<HashMap>`. A third scenario sends the same
+//! modifies with `requested-acks=` (answered before the flush) to show what durability costs.
 //!
 //! Run: `cargo run --release -p opentwins-benches --bin http -- --seconds 10 --out docs/results`
 
@@ -76,7 +77,12 @@ fn auth_header() -> String {
 
 /// Drives `connections` keep-alive HTTP/1.1 connections for `seconds`, each PUTting to its own
 /// thing, and collects latencies.
-async fn load(addr: std::net::SocketAddr, connections: usize, seconds: u64, expect: u16) -> Run {
+async fn load(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    seconds: u64,
+    query: &'static str,
+) -> Run {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let auth = auth_header();
     let mut tasks = Vec::new();
@@ -90,7 +96,7 @@ async fn load(addr: std::net::SocketAddr, connections: usize, seconds: u64, expe
                     .await
                     .expect("handshake");
             tokio::spawn(conn);
-            let uri = format!("/api/2/things/bench:car-{c}/features/lane/properties/state");
+            let uri = format!("/api/2/things/bench:car-{c}/features/lane/properties/state{query}");
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut i = 0u64;
@@ -104,11 +110,15 @@ async fn load(addr: std::net::SocketAddr, connections: usize, seconds: u64, expe
                     .body(Full::new(body))
                     .expect("request");
                 let start = Instant::now();
+                if sender.ready().await.is_err() {
+                    errors += 1;
+                    break;
+                }
                 match sender.send_request(req).await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let _ = resp.into_body().collect().await;
-                        if status == expect {
+                        if status == 204 {
                             lat.push(start.elapsed().as_micros() as u32);
                         } else {
                             errors += 1;
@@ -147,7 +157,9 @@ async fn load(addr: std::net::SocketAddr, connections: usize, seconds: u64, expe
     }
 }
 
-async fn ours(args: &Args) -> Run {
+/// Our server: persisted modifies (Ditto's implicit `twin-persisted`), then the same modifies
+/// with `requested-acks=` (answered before the store flush) to show what durability costs.
+async fn ours(args: &Args) -> (Run, Run) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(SledConfig {
@@ -180,10 +192,11 @@ async fn ours(args: &Args) -> Run {
     // Create the things (and check auth works) before measuring.
     let client_setup = load_setup(addr, args.connections).await;
     assert!(client_setup, "setup failed");
-    let run = load(addr, args.connections, args.seconds, 204).await;
+    let persisted = load(addr, args.connections, args.seconds, "").await;
+    let unpersisted = load(addr, args.connections, args.seconds, "?requested-acks=").await;
     let _ = stop.send(());
     let _ = server.await;
-    run
+    (persisted, unpersisted)
 }
 
 /// Creates one thing per connection with a plain PUT.
@@ -202,6 +215,7 @@ async fn load_setup(addr: std::net::SocketAddr, n: usize) -> bool {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .expect("request");
+        sender.ready().await.expect("connection ready");
         let resp = sender.send_request(req).await.expect("send");
         let ok = resp.status() == 201;
         let _ = resp.into_body().collect().await;
@@ -247,7 +261,7 @@ async fn baseline(args: &Args) -> Run {
             })
             .await
     });
-    let run = load(addr, args.connections, args.seconds, 204).await;
+    let run = load(addr, args.connections, args.seconds, "").await;
     let _ = stop.send(());
     let _ = server.await;
     run
@@ -264,7 +278,7 @@ fn json_of(r: &Run) -> Value {
 async fn main() {
     let args = Args::parse();
     let base = baseline(&args).await;
-    let ours = ours(&args).await;
+    let (ours, fast) = ours(&args).await;
     println!(
         "{:<44} {:>12} {:>9} {:>9} {:>9} {:>7}",
         "scenario", "ops/s", "p50 ms", "p99 ms", "max ms", "errors"
@@ -272,6 +286,7 @@ async fn main() {
     for (name, r) in [
         ("bare axum + Mutex<HashMap> (baseline)", &base),
         ("opentwins HTTP, persisted modify (sled)", &ours),
+        ("opentwins HTTP, modify, requested-acks= (sled)", &fast),
     ] {
         println!(
             "{:<44} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
@@ -294,6 +309,7 @@ async fn main() {
             "seconds": args.seconds,
             "baseline_bare_axum_hashmap": json_of(&base),
             "opentwins_persisted_modify_sled": json_of(&ours),
+            "opentwins_modify_no_ack_sled": json_of(&fast),
             "ratio": ratio,
         });
         let path = dir.join("http.json");

@@ -138,7 +138,7 @@ pub(crate) fn command_headers(
         h.timeout = None;
     }
     if h.correlation_id.is_none() {
-        h.correlation_id = Some(uuid::Uuid::new_v4().to_string());
+        h.correlation_id = Some(new_correlation_id());
     }
     if write && h.requested_acks.is_none() && h.response_required() {
         h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
@@ -148,6 +148,16 @@ pub(crate) fn command_headers(
         h.requested_acks = None;
     }
     Ok(h)
+}
+
+/// A fresh correlation id: a random per-process prefix and a counter (no syscall per request).
+fn new_correlation_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// How long to wait for the engine.
