@@ -1,0 +1,355 @@
+//! Authentication: HTTP Basic users (Argon2 password hashes), bearer tokens (SHA-256 digests),
+//! an optional trusted pre-authentication header, and opt-in anonymous access. The result is the
+//! caller's [`AuthContext`]; every command then goes through the engine's policy check with it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, HeaderName};
+use base64::Engine as _;
+use opentwins_core::policy::{AuthContext, validate_subject_id};
+use sha2::{Digest, Sha256};
+
+use super::HttpError;
+use super::config::AuthConfig;
+
+/// Hashes a password for [`super::UserConfig::password_hash`]: Argon2id with a random salt,
+/// in PHC string format.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .expect("16 bytes always encode as a salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters hashes any password")
+        .to_string()
+}
+
+/// The digest of a bearer token for [`super::TokenConfig::sha256`]: lower-case hex SHA-256.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// No credentials and anonymous access is off.
+    Missing,
+    /// Credentials were given but are wrong or malformed.
+    Invalid(&'static str),
+}
+
+struct User {
+    phc: String,
+    subjects: Vec<String>,
+}
+
+/// The configured credentials, checked per request.
+pub(crate) struct Authenticator {
+    users: HashMap<String, User>,
+    tokens: HashMap<String, String>,
+    pre_auth: Option<HeaderName>,
+    anonymous: Option<AuthContext>,
+    pub(crate) realm: String,
+    /// Per user, the SHA-256 of the last password that passed Argon2: later requests with the
+    /// same password skip the (deliberately slow) Argon2 check. Bounded by the number of users.
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(config: &AuthConfig) -> Result<Self, HttpError> {
+        let bad = |what: String| HttpError::Config(what);
+        let mut users = HashMap::new();
+        for u in &config.users {
+            if u.name.is_empty() || u.name.contains(':') {
+                return Err(bad(format!(
+                    "user name '{}' must be non-empty and without ':'",
+                    u.name
+                )));
+            }
+            PasswordHash::new(&u.password_hash).map_err(|e| {
+                bad(format!(
+                    "password_hash of user '{}' is not a PHC string: {e}",
+                    u.name
+                ))
+            })?;
+            let mut subjects = vec![format!("basic:{}", u.name)];
+            subjects.extend(u.subjects.iter().cloned());
+            for s in &subjects {
+                validate_subject_id(s).map_err(|e| bad(format!("user '{}': {e}", u.name)))?;
+            }
+            users.insert(
+                u.name.clone(),
+                User {
+                    phc: u.password_hash.clone(),
+                    subjects,
+                },
+            );
+        }
+        let mut tokens = HashMap::new();
+        for t in &config.tokens {
+            let digest = t.sha256.to_ascii_lowercase();
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!(
+                    "token of subject '{}': sha256 must be 64 hex digits",
+                    t.subject
+                )));
+            }
+            validate_subject_id(&t.subject).map_err(|e| bad(format!("token subject: {e}")))?;
+            tokens.insert(digest, t.subject.clone());
+        }
+        let pre_auth = config
+            .pre_authenticated_header
+            .as_deref()
+            .map(|h| {
+                HeaderName::try_from(h.to_ascii_lowercase())
+                    .map_err(|e| bad(format!("pre_authenticated_header '{h}': {e}")))
+            })
+            .transpose()?;
+        let anonymous = if config.anonymous {
+            validate_subject_id(&config.anonymous_subject)
+                .map_err(|e| bad(format!("anonymous_subject: {e}")))?;
+            Some(AuthContext::new([config.anonymous_subject.clone()]))
+        } else {
+            None
+        };
+        Ok(Authenticator {
+            users,
+            tokens,
+            pre_auth,
+            anonymous,
+            realm: config.realm.clone(),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The caller of a request with these headers.
+    pub(crate) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<AuthContext, AuthFailure> {
+        if let Some(name) = &self.pre_auth
+            && let Some(value) = headers.get(name)
+        {
+            let value = value
+                .to_str()
+                .map_err(|_| AuthFailure::Invalid("the pre-authenticated header is not text"))?;
+            let subjects: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if subjects.is_empty() || subjects.iter().any(|s| validate_subject_id(s).is_err()) {
+                return Err(AuthFailure::Invalid(
+                    "the pre-authenticated header must list subjects 'issuer:subject'",
+                ));
+            }
+            return Ok(AuthContext::new(subjects));
+        }
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return self.anonymous.clone().ok_or(AuthFailure::Missing);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| AuthFailure::Invalid("the Authorization header is not text"))?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            self.basic(rest).await
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            self.tokens
+                .get(&hash_token(rest))
+                .map(|s| AuthContext::new([s.clone()]))
+                .ok_or(AuthFailure::Invalid("unknown bearer token"))
+        } else {
+            Err(AuthFailure::Invalid("unsupported authentication scheme"))
+        }
+    }
+
+    async fn basic(&self, encoded: &str) -> Result<AuthContext, AuthFailure> {
+        const BAD: AuthFailure = AuthFailure::Invalid("wrong user name or password");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(AuthFailure::Invalid("malformed Basic credentials"))?;
+        let (name, password) = decoded
+            .split_once(':')
+            .ok_or(AuthFailure::Invalid("malformed Basic credentials"))?;
+        let Some(user) = self.users.get(name) else {
+            // Spend the same time as for a known user, so user names cannot be probed.
+            let dummy = dummy_hash().to_owned();
+            let password = password.to_owned();
+            let _ = tokio::task::spawn_blocking(move || verify(&dummy, &password)).await;
+            return Err(BAD);
+        };
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(name.as_bytes())
+            .chain_update([0u8])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|d| constant_time_eq(d, &digest));
+        if !known {
+            let phc = user.phc.clone();
+            let pw = password.to_owned();
+            let ok = tokio::task::spawn_blocking(move || verify(&phc, &pw))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(BAD);
+            }
+            self.verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.to_owned(), digest);
+        }
+        Ok(AuthContext::new(user.subjects.iter().cloned()))
+    }
+}
+
+fn verify(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a password anyone uses"))
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::http::config::{TokenConfig, UserConfig};
+
+    fn basic(user: &str, pw: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn basic_token_preauth_anonymous() {
+        let config = AuthConfig {
+            users: vec![UserConfig {
+                name: "alice".into(),
+                password_hash: hash_password("s3cret"),
+                subjects: vec!["group:ops".into()],
+            }],
+            tokens: vec![TokenConfig {
+                sha256: hash_token("tok-42"),
+                subject: "token:vehicle-42".into(),
+            }],
+            pre_authenticated_header: Some("X-OpenTwins-Subject".into()),
+            ..AuthConfig::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        for _ in 0..2 {
+            // The second round hits the verified-password cache.
+            let ctx = a.authenticate(&basic("alice", "s3cret")).await.unwrap();
+            assert_eq!(ctx.subjects(), ["basic:alice", "group:ops"]);
+        }
+        assert!(matches!(
+            a.authenticate(&basic("alice", "wrong")).await,
+            Err(AuthFailure::Invalid(_))
+        ));
+        assert!(matches!(
+            a.authenticate(&basic("bob", "s3cret")).await,
+            Err(AuthFailure::Invalid(_))
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-42"));
+        assert_eq!(
+            a.authenticate(&h).await.unwrap().subjects(),
+            ["token:vehicle-42"]
+        );
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-43"));
+        assert!(a.authenticate(&h).await.is_err());
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Digest x"));
+        assert!(a.authenticate(&h).await.is_err());
+        assert_eq!(
+            a.authenticate(&HeaderMap::new()).await,
+            Err(AuthFailure::Missing)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-opentwins-subject",
+            HeaderValue::from_static("proxy:carol, group:x"),
+        );
+        assert_eq!(
+            a.authenticate(&h).await.unwrap().subjects(),
+            ["proxy:carol", "group:x"]
+        );
+        h.insert("x-opentwins-subject", HeaderValue::from_static("nocolon"));
+        assert!(a.authenticate(&h).await.is_err());
+
+        let anon = Authenticator::new(&AuthConfig {
+            anonymous: true,
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            anon.authenticate(&HeaderMap::new())
+                .await
+                .unwrap()
+                .subjects(),
+            ["anonymous:anonymous"]
+        );
+        // Wrong credentials never fall back to anonymous.
+        assert!(anon.authenticate(&basic("x", "y")).await.is_err());
+    }
+
+    #[test]
+    fn bad_config_is_refused() {
+        let bad_hash = AuthConfig {
+            users: vec![UserConfig {
+                name: "a".into(),
+                password_hash: "plain".into(),
+                subjects: vec![],
+            }],
+            ..AuthConfig::default()
+        };
+        assert!(Authenticator::new(&bad_hash).is_err());
+        let bad_token = AuthConfig {
+            tokens: vec![TokenConfig {
+                sha256: "abc".into(),
+                subject: "token:x".into(),
+            }],
+            ..AuthConfig::default()
+        };
+        assert!(Authenticator::new(&bad_token).is_err());
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! The Ditto-compatible HTTP API v2 on axum: things and every sub-resource, search, policies,
+//! server-sent events, the WebSocket `/ws/2`, `/health` and Prometheus `/metrics`.
+//!
+//! ```no_run
+//! # async fn run(twins: opentwins_core::Twins) -> Result<(), Box<dyn std::error::Error>> {
+//! use opentwins_transport::http::{HttpConfig, HttpState, app, serve};
+//! let state = HttpState::new(twins, HttpConfig::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! serve(listener, app(state), std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every request but `/health` and `/metrics` is authenticated ([`AuthConfig`]) and every
+//! command is checked by the engine against the thing's policy for the caller's subjects.
+//! Route groups live in their own modules: `things`, `search`, `policies`, `sse`, `ws`.
+
+mod auth;
+mod config;
+mod error;
+pub mod metrics;
+mod policies;
+mod request;
+mod search;
+mod sse;
+mod things;
+mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use opentwins_core::Twins;
+use opentwins_core::policy::AuthContext;
+
+pub use auth::{hash_password, hash_token};
+pub use config::{AuthConfig, HttpConfig, TokenConfig, UserConfig};
+use error::ApiError;
+use metrics::{Counter, Gauge, LATENCY_BUCKETS, Registry};
+
+/// Errors at the HTTP transport's boundary (not request errors: those are Ditto JSON answers).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The configuration is invalid (bad password hash, token digest, subject or header name).
+    #[error("invalid HTTP configuration: {0}")]
+    Config(String),
+}
+
+/// How long [`serve`] lets open requests (SSE streams, WebSockets, writes waiting for
+/// durability) finish after the shutdown signal before it closes them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything the handlers share: the engine, the configuration, the credentials and the
+/// metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    twins: Twins,
+    config: HttpConfig,
+    auth: auth::Authenticator,
+    metrics: HttpMetrics,
+}
+
+struct HttpMetrics {
+    registry: Registry,
+    events_sse: Counter,
+    events_ws: Counter,
+    lagged: Counter,
+    sse_open: Gauge,
+    ws_open: Gauge,
+}
+
+impl HttpState {
+    /// State with a fresh metrics registry.
+    pub fn new(twins: Twins, config: HttpConfig) -> Result<Self, HttpError> {
+        Self::with_registry(twins, config, Registry::new())
+    }
+
+    /// State that registers its metrics in `registry` (shared with other components, so
+    /// `/metrics` shows them all).
+    pub fn with_registry(
+        twins: Twins,
+        config: HttpConfig,
+        registry: Registry,
+    ) -> Result<Self, HttpError> {
+        let auth = auth::Authenticator::new(&config.auth)?;
+        let events = |t| {
+            registry.counter(
+                "opentwins_http_events_sent_total",
+                "Events delivered to subscribers over SSE and WebSocket.",
+                &[("transport", t)],
+            )
+        };
+        let open = |t| {
+            registry.gauge(
+                "opentwins_http_open_streams",
+                "Open SSE streams and WebSocket sessions.",
+                &[("transport", t)],
+            )
+        };
+        let metrics = HttpMetrics {
+            events_sse: events("sse"),
+            events_ws: events("ws"),
+            lagged: registry.counter(
+                "opentwins_http_events_lagged_total",
+                "Events slow SSE/WebSocket subscribers missed.",
+                &[],
+            ),
+            sse_open: open("sse"),
+            ws_open: open("ws"),
+            registry,
+        };
+        Ok(HttpState {
+            inner: Arc::new(Shared {
+                twins,
+                config,
+                auth,
+                metrics,
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn twins(&self) -> &Twins {
+        &self.inner.twins
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    /// The metrics registry `/metrics` renders.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.metrics.registry
+    }
+
+    fn metrics(&self) -> &HttpMetrics {
+        &self.inner.metrics
+    }
+}
+
+/// The authenticated caller of a request (a request extension set by the auth middleware).
+#[derive(Clone)]
+struct Caller(AuthContext);
+
+/// The route template a handler reports for metrics when the router's own template (a
+/// catch-all) says too little.
+#[derive(Clone, Copy)]
+struct RouteLabel(&'static str);
+
+/// The router: every route of the API, authentication, metrics and Ditto JSON for unknown routes.
+pub fn app(state: HttpState) -> Router {
+    let api = Router::new()
+        .route("/api/2/things", any(things::collection))
+        .route("/api/2/things/{thing_id}", any(things::root))
+        .route("/api/2/things/{thing_id}/{*path}", any(things::sub))
+        .route("/api/2/search/things", any(search::search))
+        .route("/api/2/search/things/count", any(search::count))
+        .route("/api/2/policies/{policy_id}", any(policies::root))
+        .route("/api/2/policies/{policy_id}/{*path}", any(policies::sub))
+        .route("/ws/2", any(ws::upgrade))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; open requests then get
+/// [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::select! {
+        result = server => result,
+        () = async {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("HTTP server: closing connections still open after the grace period");
+            Ok(())
+        }
+    }
+}
+
+async fn authenticate(State(st): State<HttpState>, mut req: Request, next: Next) -> Response {
+    match st.inner.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(Caller(caller));
+            next.run(req).await
+        }
+        Err(failure) => {
+            let why = match failure {
+                auth::AuthFailure::Missing => "no credentials were given",
+                auth::AuthFailure::Invalid(why) => why,
+            };
+            tracing::debug!(why, path = %req.uri().path(), "authentication failed");
+            ApiError::unauthenticated(why, &st.inner.auth.realm).into_response()
+        }
+    }
+}
+
+/// Counts every request by route template, method and status, and times it.
+async fn record(State(st): State<HttpState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let response = next.run(req).await;
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|l| l.0.to_owned())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    let r = &st.metrics().registry;
+    r.counter(
+        "opentwins_http_requests_total",
+        "HTTP requests by route template, method and status.",
+        &[("route", &route), ("method", &method), ("status", &status)],
+    )
+    .inc();
+    r.histogram(
+        "opentwins_http_request_duration_seconds",
+        "Time to the response head, by route template.",
+        &[("route", &route)],
+        LATENCY_BUCKETS,
+    )
+    .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+async fn health() -> Response {
+    let mut r = (StatusCode::OK, r#"{"status":"UP"}"#).into_response();
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn metrics_text(State(st): State<HttpState>) -> Response {
+    let mut r = (StatusCode::OK, st.registry().render()).into_response();
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+async fn unknown_route(req: Request) -> Response {
+    ApiError::route(req.uri().path()).into_response()
+}

@@ -1,0 +1,105 @@
+//! `/api/2/search/things` (`{"items": [..], "cursor": ".."}`) and `/api/2/search/things/count`
+//! (a plain number), with `filter`, `option` (`sort(..)`, `size(..)`, `cursor(..)`), `fields`
+//! and `namespaces`.
+
+use axum::Extension;
+use axum::extract::{RawQuery, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use opentwins_core::protocol::Headers;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::request::{Params, reply};
+use super::{Caller, HttpState};
+
+/// `GET /api/2/search/things`.
+pub(super) async fn search(
+    State(st): State<HttpState>,
+    Extension(Caller(auth)): Extension<Caller>,
+    method: Method,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if method != Method::GET {
+        return ApiError::method(method.as_str()).into_response();
+    }
+    let params = Params::parse(query.as_deref());
+    let result = (|| {
+        let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
+        let fields = params.fields()?;
+        let page = st.twins().search(
+            &auth,
+            filter.as_deref(),
+            params.get("option"),
+            fields.as_ref(),
+        )?;
+        let mut body = Map::new();
+        body.insert("items".into(), Value::Array(page.items));
+        if let Some(c) = page.cursor {
+            body.insert("cursor".into(), Value::String(c));
+        }
+        Ok::<_, ApiError>(reply(
+            200,
+            Some(Value::Object(body)),
+            &Headers::default(),
+            None,
+        ))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/2/search/things/count`.
+pub(super) async fn count(
+    State(st): State<HttpState>,
+    Extension(Caller(auth)): Extension<Caller>,
+    method: Method,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if method != Method::GET {
+        return ApiError::method(method.as_str()).into_response();
+    }
+    let params = Params::parse(query.as_deref());
+    let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
+    match st.twins().count(&auth, filter.as_deref()) {
+        Ok(n) => reply(200, Some(Value::from(n)), &Headers::default(), None),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The filter restricted to things in `namespaces` (Ditto's `namespaces` parameter).
+pub(super) fn with_namespaces(
+    filter: Option<&str>,
+    namespaces: Option<Vec<String>>,
+) -> Option<String> {
+    let ns = namespaces.filter(|n| !n.is_empty());
+    let ns_filter = ns.map(|ns| {
+        let likes: Vec<String> = ns
+            .iter()
+            .map(|n| {
+                let pattern = serde_json::to_string(&format!("{n}:*")).unwrap_or_default();
+                format!("like(thingId,{pattern})")
+            })
+            .collect();
+        format!("or({})", likes.join(","))
+    });
+    match (filter.filter(|f| !f.trim().is_empty()), ns_filter) {
+        (None, None) => None,
+        (Some(f), None) => Some(f.to_owned()),
+        (None, Some(n)) => Some(n),
+        (Some(f), Some(n)) => Some(format!("and({f},{n})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_become_a_filter() {
+        assert_eq!(with_namespaces(None, None), None);
+        assert_eq!(
+            with_namespaces(Some("eq(a,1)"), Some(vec!["x".into(), "y.z".into()])).unwrap(),
+            "and(eq(a,1),or(like(thingId,\"x:*\"),like(thingId,\"y.z:*\")))"
+        );
+    }
+}
