@@ -1,6 +1,7 @@
 //! The MQTT bridge against a real Mosquitto 2 (MQTT 5) on 127.0.0.1:1883, and against private
-//! `mosquitto` processes for the reconnect test. Skips loudly when no broker is reachable,
-//! fails instead when `OPENTWINS_REQUIRE_SERVICES=1`. Each test has its own topic prefix.
+//! `mosquitto` processes for the reconnect and TLS tests (certificates made with `openssl` at
+//! test time). Skips loudly when no broker (or `openssl`) is there, fails instead when
+//! `OPENTWINS_REQUIRE_SERVICES=1`. Each test has its own topic prefix.
 
 use std::net::TcpStream;
 use std::process::{Child, Command};
@@ -318,6 +319,87 @@ async fn events_go_out_on_the_pattern_with_filter_and_extra_fields() {
                 .await
                 .is_err()
         );
+        bridge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_reduce_events_to_the_selection_and_drop_unselected_ones() {
+    let Some(broker) = broker() else { return };
+    tokio::time::timeout(LIMIT, async {
+        let p = prefix("fields");
+        let tw = Twins::in_memory(EngineConfig::default());
+        let mut c = config(&broker, &p);
+        c.outbound.enabled = true;
+        c.outbound.topic = format!("{p}/{{action}}/{{thingId}}");
+        c.outbound.fields = Some("thingId,features/*/properties/speed".into());
+        c.outbound.extra_fields = Some("attributes/kind".into());
+        let bridge = start(c, &tw).await;
+        let client = Client::connect(&broker, &format!("{p}-client"), true).await;
+        client.subscribe(&format!("{p}/#")).await;
+
+        // Created with no speed anywhere: nothing selected but thingId, not published.
+        create_thing(&tw, "test.fd:a", json!({"attributes": {"kind": "car"}})).await;
+        let merge = |path: &str, v: Value| {
+            ThingCommand::new(
+                ThingId::new("test.fd:a").unwrap(),
+                Action::Merge,
+                Pointer::parse(path).unwrap(),
+                Some(v),
+            )
+        };
+        tw.apply(&auth(), merge("/attributes", json!({"x": 1})))
+            .await
+            .unwrap();
+        tw.apply(
+            &auth(),
+            merge("/features/gps/properties", json!({"speed": 7, "alt": 3})),
+        )
+        .await
+        .unwrap();
+        let m = client.next(10).await;
+        assert_eq!(m.topic(), format!("{p}/merged/test.fd:a"));
+        let v = json_of(&m);
+        assert_eq!(v["topic"], "test.fd/a/things/twin/events/merged");
+        assert_eq!(v["path"], "/");
+        assert_eq!(
+            v["value"],
+            json!({"features": {"gps": {"properties": {"speed": 7}}}})
+        );
+        assert_eq!(v["revision"], 3);
+        assert_eq!(v["extra"], json!({"attributes": {"kind": "car"}}));
+        // A new feature (a modify that creates it) is reduced the same way.
+        tw.apply(
+            &auth(),
+            ThingCommand::new(
+                ThingId::new("test.fd:a").unwrap(),
+                Action::Modify,
+                Pointer::parse("/features/lane").unwrap(),
+                Some(json!({"properties": {"speed": 1, "offset": 0.2}})),
+            ),
+        )
+        .await
+        .unwrap();
+        let v = json_of(&client.next(10).await);
+        assert_eq!(v["topic"], "test.fd/a/things/twin/events/created");
+        assert_eq!(
+            (v["path"].clone(), v["value"].clone()),
+            (
+                json!("/"),
+                json!({"features": {"lane": {"properties": {"speed": 1}}}})
+            )
+        );
+        // Nothing else arrives; the two unselected events are counted, not errors.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), client.rx.recv())
+                .await
+                .is_err()
+        );
+        let m = bridge.metrics();
+        assert_eq!(m.events_unselected, 2, "{m:?}");
+        assert_eq!(m.errors(), 0, "{m:?}");
         bridge.shutdown().await;
     })
     .await
@@ -718,6 +800,305 @@ async fn reconnects_after_broker_restart_without_losing_qos1_messages() {
             t.await.unwrap_or_else(|e| panic!("publish {i}: {e}"));
         }
         bridge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+/// Whether `bin` runs; otherwise skip loudly (or fail with `OPENTWINS_REQUIRE_SERVICES=1`).
+fn have(bin: &str, arg: &str) -> bool {
+    if Command::new(bin).arg(arg).output().is_ok() {
+        return true;
+    }
+    assert!(
+        !require_services(),
+        "the {bin} binary is not on PATH and OPENTWINS_REQUIRE_SERVICES=1"
+    );
+    eprintln!("\n!!! SKIPPED: the {bin} binary is not on PATH !!!\n");
+    false
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{name}.key`, `{name}.crt`) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN=opentwins test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// A key and certificate `{name}.key` / `{name}.crt` signed by `ca`, with extensions `ext`.
+fn make_cert(dir: &std::path::Path, ca: &str, name: &str, cn: &str, ext: &str, serial: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            serial,
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// A private Mosquitto with a TLS listener on a free port, certificates made by `openssl` in a
+/// temp dir: `ca` signs `server` (CN and SAN 127.0.0.1) and `client`; `other-ca` signs nothing.
+/// Killed and reaped on drop, also when the test fails.
+struct TlsBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl TlsBroker {
+    fn start(require_certificate: bool) -> Option<TlsBroker> {
+        if !have("openssl", "version") || !have("mosquitto", "-h") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_ca(d, "ca");
+        make_ca(d, "other-ca");
+        make_cert(
+            d,
+            "ca",
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            "2",
+        );
+        make_cert(
+            d,
+            "ca",
+            "client",
+            "opentwins-test-client",
+            "extendedKeyUsage=clientAuth\n",
+            "3",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\nrequire_certificate {require_certificate}\n",
+            d.display()
+        );
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+        // Mosquitto started as root drops to the `mosquitto` user, which must read these.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in std::fs::read_dir(d).unwrap() {
+            std::fs::set_permissions(f.unwrap().path(), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(d.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = TlsBroker { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", b.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private TLS mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(b)
+    }
+
+    fn url(&self) -> String {
+        format!("ssl://127.0.0.1:{}", self.port)
+    }
+
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A test-side client over TLS with the right CA and the client certificate.
+    async fn client(&self, id: &str) -> Client {
+        let mut cli = paho::CreateOptionsBuilder::new()
+            .server_uri(self.url())
+            .client_id(id)
+            .mqtt_version(paho::MQTT_VERSION_5)
+            .create_client()
+            .unwrap();
+        let rx = cli.get_stream(None);
+        let ssl = paho::SslOptionsBuilder::new()
+            .trust_store(self.file("ca.crt"))
+            .unwrap()
+            .key_store(self.file("client.crt"))
+            .unwrap()
+            .private_key(self.file("client.key"))
+            .unwrap()
+            .finalize();
+        let opts = paho::ConnectOptionsBuilder::new_v5()
+            .clean_start(true)
+            .ssl_options(ssl)
+            .finalize();
+        cli.connect(opts).await.unwrap();
+        Client { cli, rx }
+    }
+
+    /// A bridge config for this broker with a Ditto command subscription under `p`.
+    fn config(&self, p: &str, ca: &str, client_cert: bool) -> MqttConfig {
+        let mut c = config(&self.url(), p);
+        c.connect_timeout = Duration::from_secs(3);
+        c.tls.ca_file = Some(self.file(ca));
+        if client_cert {
+            c.tls.cert_file = Some(self.file("client.crt"));
+            c.tls.key_file = Some(self.file("client.key"));
+        }
+        c.subscriptions.push(SubscriptionConfig {
+            filter: format!("{p}/commands"),
+            mapping: Mapping::Ditto,
+            ..SubscriptionConfig::default()
+        });
+        c
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A create sent over TLS to the bridge's command subscription is answered with 201.
+async fn tls_round_trip(broker: &TlsBroker, p: &str, bridge: &MqttHandle) {
+    let client = broker.client(&format!("{p}-client")).await;
+    client.subscribe(&format!("{p}/responses")).await;
+    let mut props = paho::Properties::new();
+    props
+        .push_string(paho::PropertyCode::ResponseTopic, &format!("{p}/responses"))
+        .unwrap();
+    let create = json!({"topic": "test.tls/car/things/twin/commands/create", "path": "/",
+        "headers": {"correlation-id": "tls-1"}, "value": {"attributes": {"secure": true}}});
+    client
+        .publish(
+            paho::MessageBuilder::new()
+                .topic(format!("{p}/commands"))
+                .payload(create.to_string())
+                .qos(1)
+                .properties(props)
+                .finalize(),
+        )
+        .await;
+    let v = json_of(&client.next(10).await);
+    assert_eq!(v["status"], 201, "{v}");
+    assert_eq!(v["headers"]["correlation-id"], "tls-1");
+    assert_eq!(v["value"]["attributes"]["secure"], true, "{v}");
+    wait_metrics(bridge, |m| m.commands_applied == 1).await;
+    client.cli.disconnect(None).await.unwrap();
+}
+
+/// A bridge that must not connect: `wait_connected` is false, shutdown still returns.
+async fn must_not_connect(config: MqttConfig, what: &str) {
+    let tw = Twins::in_memory(EngineConfig::default());
+    let (bridge, join) = MqttBridge::spawn(config, tw).unwrap();
+    assert!(
+        !bridge.wait_connected(Duration::from_secs(4)).await,
+        "the bridge connected with {what}"
+    );
+    assert_eq!(bridge.metrics().connects, 0);
+    bridge.shutdown().await;
+    join.await.expect("the driver panicked");
+    assert_eq!(bridge.state(), ConnectionState::Disconnected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_ca_connects_and_a_wrong_ca_does_not() {
+    let Some(broker) = TlsBroker::start(false) else {
+        return;
+    };
+    tokio::time::timeout(LIMIT, async {
+        let p = prefix("tls");
+        let tw = Twins::in_memory(EngineConfig::default());
+        let bridge = start(broker.config(&p, "ca.crt", false), &tw).await;
+        tls_round_trip(&broker, &p, &bridge).await;
+        bridge.shutdown().await;
+
+        let p = prefix("tls-wrong-ca");
+        must_not_connect(broker.config(&p, "other-ca.crt", false), "a wrong CA").await;
+    })
+    .await
+    .expect("test hung");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_the_client_certificate() {
+    let Some(broker) = TlsBroker::start(true) else {
+        return;
+    };
+    tokio::time::timeout(LIMIT, async {
+        let p = prefix("mtls");
+        let tw = Twins::in_memory(EngineConfig::default());
+        let bridge = start(broker.config(&p, "ca.crt", true), &tw).await;
+        tls_round_trip(&broker, &p, &bridge).await;
+        bridge.shutdown().await;
+
+        let p = prefix("mtls-no-cert");
+        must_not_connect(broker.config(&p, "ca.crt", false), "no client certificate").await;
+        let p = prefix("mtls-wrong-ca");
+        must_not_connect(broker.config(&p, "other-ca.crt", true), "a wrong CA").await;
     })
     .await
     .expect("test hung");

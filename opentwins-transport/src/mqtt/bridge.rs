@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::Message;
-use opentwins_core::{FieldSelector, Twins};
+use opentwins_core::protocol::{Message, ThingEvent};
+use opentwins_core::{FieldSelector, Pointer, Twins};
 use paho_mqtt as paho;
 use serde::Serialize;
 use serde_json::Value;
@@ -52,6 +52,8 @@ pub struct MqttMetrics {
     pub publish_errors: u64,
     /// Events the outbound stream missed because it fell behind.
     pub events_lagged: u64,
+    /// Events not published because `outbound.fields` selected nothing of them (not an error).
+    pub events_unselected: u64,
     /// Successful connections (the first one and every reconnect).
     pub connects: u64,
     /// Connections lost.
@@ -74,6 +76,7 @@ struct Counters {
     invalid_messages: AtomicU64,
     publish_errors: AtomicU64,
     events_lagged: AtomicU64,
+    events_unselected: AtomicU64,
     connects: AtomicU64,
     connections_lost: AtomicU64,
 }
@@ -138,6 +141,7 @@ impl MqttHandle {
             invalid_messages: get(&c.invalid_messages),
             publish_errors: get(&c.publish_errors),
             events_lagged: get(&c.events_lagged),
+            events_unselected: get(&c.events_unselected),
             connects: get(&c.connects),
             connections_lost: get(&c.connections_lost),
         }
@@ -184,6 +188,7 @@ struct Outbound {
     topic: EventTopic,
     auth: AuthContext,
     extra_fields: Option<FieldSelector>,
+    fields: Option<FieldSelector>,
 }
 
 /// Starts the MQTT bridge.
@@ -248,6 +253,12 @@ impl MqttBridge {
                 extra_fields: config
                     .outbound
                     .extra_fields
+                    .as_deref()
+                    .map(FieldSelector::parse)
+                    .transpose()?,
+                fields: config
+                    .outbound
+                    .fields
                     .as_deref()
                     .map(FieldSelector::parse)
                     .transpose()?,
@@ -668,6 +679,23 @@ fn watch_delivery(
     });
 }
 
+/// Ditto's `fields` on an event (as its SSE stream applies them): the event's value placed at
+/// its path inside the thing, reduced with the selector; published with path `/` and the
+/// reduced value. `None` when nothing but `thingId` is selected (or the event has no value, as
+/// a deletion): Ditto does not send those.
+fn select_fields(sel: &FieldSelector, event: ThingEvent) -> Option<ThingEvent> {
+    let value = event.value.as_ref()?;
+    let reduced = sel.apply(&event.path.wrap(value.clone()));
+    let selected = reduced
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k != "thingId"));
+    selected.then(|| ThingEvent {
+        path: Pointer::root(),
+        value: Some(reduced),
+        ..event
+    })
+}
+
 async fn outbound_loop(
     shared: &Arc<Shared>,
     client: &paho::AsyncClient,
@@ -694,6 +722,16 @@ async fn outbound_loop(
                 continue;
             }
             Err(opentwins_core::engine::RecvError::Closed) => return,
+        };
+        let event = match &events.fields {
+            None => event,
+            Some(sel) => match select_fields(sel, event) {
+                Some(e) => e,
+                None => {
+                    inc(&shared.counters.events_unselected);
+                    continue;
+                }
+            },
         };
         let topic = events.topic.render(
             &event.thing_id,
@@ -736,5 +774,78 @@ async fn outbound_loop(
                 tracing::warn!(error = %e, "publishing an event failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentwins_core::protocol::{EventAction, Headers};
+    use opentwins_core::{ThingId, Timestamp};
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(action: EventAction, path: &str, value: Option<Value>) -> ThingEvent {
+        ThingEvent {
+            thing_id: ThingId::new("ns:car").unwrap(),
+            action,
+            path: Pointer::parse(path).unwrap(),
+            value,
+            revision: 4,
+            timestamp: Timestamp::now(),
+            headers: Headers::default(),
+        }
+    }
+
+    #[test]
+    fn fields_reduce_the_event_at_its_path_and_publish_it_at_root() {
+        let sel = FieldSelector::parse("thingId,features/*/properties/speed").unwrap();
+        let e = event(
+            EventAction::Merged,
+            "/features/gps/properties",
+            Some(json!({"speed": 3, "alt": null})),
+        );
+        let out = select_fields(&sel, e).unwrap();
+        assert_eq!(out.path, Pointer::root());
+        assert_eq!(out.action, EventAction::Merged);
+        assert_eq!(out.revision, 4);
+        assert_eq!(
+            out.value,
+            Some(json!({"features": {"gps": {"properties": {"speed": 3}}}}))
+        );
+        // A merge that deletes the selected field keeps the null (the deletion is the news).
+        let e = event(
+            EventAction::Merged,
+            "/features/gps/properties",
+            Some(json!({"speed": null})),
+        );
+        assert_eq!(
+            select_fields(&sel, e).unwrap().value,
+            Some(json!({"features": {"gps": {"properties": {"speed": null}}}}))
+        );
+    }
+
+    #[test]
+    fn fields_that_select_nothing_or_only_the_thing_id_drop_the_event() {
+        let sel = FieldSelector::parse("thingId,attributes/kind").unwrap();
+        let other = event(EventAction::Modified, "/attributes/x", Some(json!(1)));
+        assert!(select_fields(&sel, other).is_none());
+        let created = event(
+            EventAction::Created,
+            "/",
+            Some(json!({"thingId": "ns:car", "features": {}})),
+        );
+        assert!(select_fields(&sel, created).is_none(), "only thingId");
+        let deleted = event(EventAction::Deleted, "/attributes/kind", None);
+        assert!(select_fields(&sel, deleted).is_none(), "no value");
+        let whole = event(
+            EventAction::Modified,
+            "/attributes",
+            Some(json!({"kind": "car", "x": 1})),
+        );
+        assert_eq!(
+            select_fields(&sel, whole).unwrap().value,
+            Some(json!({"attributes": {"kind": "car"}}))
+        );
     }
 }

@@ -202,6 +202,11 @@ pub struct OutboundConfig {
     /// Extra fields of the thing added to each event as `extra` (Ditto's `extraFields`), e.g.
     /// `thingId,attributes/_parents`.
     pub extra_fields: Option<String>,
+    /// Field selection of each event (Ditto's `fields`, e.g. `features/*/properties/speed`):
+    /// the event's value is placed at its path inside the thing, reduced to the selected
+    /// fields, and published with path `/`. Events where nothing is selected are not published
+    /// (counted in `events_unselected`).
+    pub fields: Option<String>,
     /// The subject whose view of the events is published; empty means the bridge's `subject`.
     pub subject: Vec<String>,
     /// Publish every event unfiltered by policy (the engine's system context). Off by default.
@@ -219,6 +224,7 @@ impl Default for OutboundConfig {
             retain: false,
             filter: None,
             extra_fields: None,
+            fields: None,
             subject: Vec::new(),
             system: false,
             max_pending: 1000,
@@ -294,6 +300,10 @@ impl MqttConfig {
         if let Some(f) = &self.outbound.extra_fields {
             opentwins_core::FieldSelector::parse(f)
                 .map_err(|e| MqttError::config(format!("outbound.extra_fields: {e}")))?;
+        }
+        if let Some(f) = &self.outbound.fields {
+            opentwins_core::FieldSelector::parse(f)
+                .map_err(|e| MqttError::config(format!("outbound.fields: {e}")))?;
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             if s.qos > 2 {
@@ -409,6 +419,11 @@ mod tests {
         assert!(c.validate().is_err(), "no feature");
         c.subscriptions[0].feature = Some("f".into());
         c.validate().unwrap();
+        c.outbound.fields = Some("features/*/properties/speed".into());
+        c.validate().unwrap();
+        c.outbound.fields = Some("features(gps".into());
+        assert!(c.validate().is_err(), "invalid fields");
+        c.outbound.fields = None;
         c.outbound.topic = "x/{nope}".into();
         assert!(c.validate().is_err());
     }
