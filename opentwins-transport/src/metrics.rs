@@ -378,7 +378,8 @@ pub fn register_mqtt(registry: &Registry, handle: MqttHandle) {
         &[],
         move || i64::from(h.state() == ConnectionState::Connected),
     );
-    let counters: [(&str, &str, fn(&MqttMetrics) -> u64); 9] = [
+    type Field = fn(&MqttMetrics) -> u64;
+    let counters: [(&str, &str, Field); 9] = [
         (
             "opentwins_mqtt_messages_in_total",
             "Messages the MQTT bridge received from the broker.",

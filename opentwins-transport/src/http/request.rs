@@ -109,6 +109,28 @@ pub(crate) fn command_headers(
     params: &Params,
     write: bool,
 ) -> Result<Headers, ApiError> {
+    let mut h = if COMMAND_HEADERS.iter().any(|n| headers.contains_key(*n))
+        || QUERY_HEADERS.iter().any(|n| params.get(n).is_some())
+    {
+        parse_command_headers(headers, params)?
+    } else {
+        // The common case: nothing to parse.
+        Headers::default()
+    };
+    if h.correlation_id.is_none() {
+        h.correlation_id = Some(new_correlation_id());
+    }
+    if write && h.requested_acks.is_none() && h.response_required() {
+        h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
+    }
+    if !h.response_required() {
+        // Nobody waits for an acknowledgement.
+        h.requested_acks = None;
+    }
+    Ok(h)
+}
+
+fn parse_command_headers(headers: &HeaderMap, params: &Params) -> Result<Headers, ApiError> {
     let mut map = Map::new();
     for name in COMMAND_HEADERS {
         if let Some(v) = headers.get(name) {
@@ -136,16 +158,6 @@ pub(crate) fn command_headers(
     if zero_timeout {
         h.response_required = Some(false);
         h.timeout = None;
-    }
-    if h.correlation_id.is_none() {
-        h.correlation_id = Some(new_correlation_id());
-    }
-    if write && h.requested_acks.is_none() && h.response_required() {
-        h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
-    }
-    if !h.response_required() {
-        // Nobody waits for an acknowledgement.
-        h.requested_acks = None;
     }
     Ok(h)
 }
@@ -303,5 +315,13 @@ mod tests {
         assert!(!h.wants_persisted());
         let e = command_headers(&hm, &Params::parse(Some("timeout=forever")), true).unwrap_err();
         assert_eq!(e.status(), 400);
+        // The fast path (no command header at all) is what parsing nothing gives.
+        assert_eq!(Headers::from_json(&Map::new()).unwrap(), Headers::default());
+        let h = command_headers(&HeaderMap::new(), &Params::parse(Some("x=1")), true).unwrap();
+        assert!(h.wants_persisted() && h.correlation_id.is_some());
+        let mut hm = HeaderMap::new();
+        hm.insert("correlation-id", HeaderValue::from_static("c-1"));
+        let h = command_headers(&hm, &Params::parse(None), false).unwrap();
+        assert_eq!(h.correlation_id.as_deref(), Some("c-1"));
     }
 }
