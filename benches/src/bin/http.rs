@@ -10,6 +10,8 @@
 //! noisy than ops/s on a shared machine; ours minus baseline is roughly what our server adds.
 //!
 //! Run: `cargo run --release -p opentwins-benches --bin http -- --seconds 10 --out docs/results`
+//!
+//! `--serve SECS` only serves our API for an external load generator (`wrk`, see docs/http.md).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +46,11 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of measuring: serve our API (sled, Basic user `bench:bench-password`, things
+    /// `bench:car-0..connections` created) on 127.0.0.1 for this many seconds, for an external
+    /// load generator such as `wrk` (see docs/http.md).
+    #[arg(long)]
+    serve: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +223,13 @@ async fn ours(args: &Args) -> (Run, Run) {
     // Create the things (and check auth works) before measuring.
     let client_setup = load_setup(addr, args.connections).await;
     assert!(client_setup, "setup failed");
+    if let Some(secs) = args.serve {
+        println!("serving http://{addr} for {secs} s");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let _ = stop.send(());
+        let _ = server.await;
+        std::process::exit(0);
+    }
     let persisted = load(addr, args.connections, args.seconds, "").await;
     let unpersisted = load(addr, args.connections, args.seconds, "?requested-acks=").await;
     let _ = stop.send(());
@@ -302,6 +316,9 @@ fn json_of(r: &Run) -> Value {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if args.serve.is_some() {
+        ours(&args).await;
+    }
     let base = baseline(&args).await;
     let (ours, fast) = ours(&args).await;
     println!(
