@@ -4,4 +4,5 @@
 //! every error is the engine's Ditto-style error, rendered.
 
 pub mod http;
+pub mod metrics;
 pub mod mqtt;

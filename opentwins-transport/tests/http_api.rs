@@ -1095,6 +1095,13 @@ async fn health_metrics_anonymous_and_pre_authenticated() {
     )
     .await
     .error(401, "gateway:authentication.failed");
+    // Unknown routes and methods count under one label each.
+    call(&app, "GET", "/nowhere", None, &[], None)
+        .await
+        .error(404, "gateway:route.notfound");
+    call(&app, "BREW", "/api/2/things/t.anon:a", None, &[], None)
+        .await
+        .error(405, "gateway:method.notallowed");
 
     let r = call(&app, "GET", "/metrics", None, &[], None).await;
     assert_eq!(r.status, 200);
@@ -1110,6 +1117,20 @@ async fn health_metrics_anonymous_and_pre_authenticated() {
     );
     assert!(
         t.contains("# TYPE opentwins_http_request_duration_seconds histogram"),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"opentwins_http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            r#"opentwins_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"opentwins_http_requests_total{method="other",route="/api/2/things/{thingId}",status="405"} 1"#),
         "{t}"
     );
     assert!(

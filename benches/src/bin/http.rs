@@ -5,7 +5,13 @@
 //! parses the same JSON and puts it into a `Mutex<HashMap>`. A third scenario sends the same
 //! modifies with `requested-acks=` (answered before the flush) to show what durability costs.
 //!
+//! Client and server share the process (and the machine's cores), so next to ops/s the bench
+//! prints the process CPU time per operation (client included, Linux `/proc/self/stat`): less
+//! noisy than ops/s on a shared machine; ours minus baseline is roughly what our server adds.
+//!
 //! Run: `cargo run --release -p opentwins-benches --bin http -- --seconds 10 --out docs/results`
+//!
+//! `--serve SECS` only serves our API for an external load generator (`wrk`, see docs/http.md).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +46,11 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of measuring: serve our API (sled, Basic user `bench:bench-password`, things
+    /// `bench:car-0..connections` created) on 127.0.0.1 for this many seconds, for an external
+    /// load generator such as `wrk` (see docs/http.md).
+    #[arg(long)]
+    serve: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +61,23 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Process CPU time (user + system, all threads) per successful op, in µs.
+    cpu_us_per_op: f64,
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; zero
+/// elsewhere). Clock ticks are 10 ms (`CLK_TCK` 100, as on every Linux platform we run on).
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// A ~300-byte property value.
@@ -134,6 +162,7 @@ async fn load(
         }));
     }
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -142,6 +171,7 @@ async fn load(
         errors += e;
     }
     let elapsed = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -154,6 +184,7 @@ async fn load(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: all.last().map_or(0.0, |us| *us as f64 / 1000.0),
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / (all.len().max(1) as f64),
     }
 }
 
@@ -192,6 +223,13 @@ async fn ours(args: &Args) -> (Run, Run) {
     // Create the things (and check auth works) before measuring.
     let client_setup = load_setup(addr, args.connections).await;
     assert!(client_setup, "setup failed");
+    if let Some(secs) = args.serve {
+        println!("serving http://{addr} for {secs} s");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let _ = stop.send(());
+        let _ = server.await;
+        std::process::exit(0);
+    }
     let persisted = load(addr, args.connections, args.seconds, "").await;
     let unpersisted = load(addr, args.connections, args.seconds, "?requested-acks=").await;
     let _ = stop.send(());
@@ -271,17 +309,21 @@ fn json_of(r: &Run) -> Value {
     json!({
         "ops": r.ops, "errors": r.errors, "per_second": r.per_second,
         "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
+        "cpu_us_per_op": r.cpu_us_per_op,
     })
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if args.serve.is_some() {
+        ours(&args).await;
+    }
     let base = baseline(&args).await;
     let (ours, fast) = ours(&args).await;
     println!(
-        "{:<44} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "ops/s", "p50 ms", "p99 ms", "max ms", "errors"
+        "{:<46} {:>9} {:>8} {:>8} {:>8} {:>10} {:>7}",
+        "scenario", "ops/s", "p50 ms", "p99 ms", "max ms", "cpu us/op", "errors"
     );
     for (name, r) in [
         ("bare axum + Mutex<HashMap> (baseline)", &base),
@@ -289,8 +331,8 @@ async fn main() {
         ("opentwins HTTP, modify, requested-acks= (sled)", &fast),
     ] {
         println!(
-            "{:<44} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-            name, r.per_second, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+            "{:<46} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10.1} {:>7}",
+            name, r.per_second, r.p50_ms, r.p99_ms, r.max_ms, r.cpu_us_per_op, r.errors
         );
     }
     let ratio = ours.per_second / base.per_second.max(1e-9);

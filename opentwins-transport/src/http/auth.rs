@@ -51,7 +51,8 @@ pub(crate) enum AuthFailure {
 
 struct User {
     phc: String,
-    subjects: Vec<String>,
+    /// The user's subjects, built once (cloning it is a reference count).
+    context: AuthContext,
 }
 
 /// The configured credentials, checked per request.
@@ -92,7 +93,7 @@ impl Authenticator {
                 u.name.clone(),
                 User {
                     phc: u.password_hash.clone(),
-                    subjects,
+                    context: AuthContext::new(subjects),
                 },
             );
         }
@@ -219,7 +220,7 @@ impl Authenticator {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(name.to_owned(), digest);
         }
-        Ok(AuthContext::new(user.subjects.iter().cloned()))
+        Ok(user.context.clone())
     }
 }
 

@@ -25,14 +25,16 @@ mod sse;
 mod things;
 mod ws;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -42,7 +44,7 @@ use opentwins_core::policy::AuthContext;
 pub use auth::{hash_password, hash_token};
 pub use config::{AuthConfig, HttpConfig, TokenConfig, UserConfig};
 use error::ApiError;
-use metrics::{Counter, Gauge, LATENCY_BUCKETS, Registry};
+use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 
 /// Errors at the HTTP transport's boundary (not request errors: those are Ditto JSON answers).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,9 @@ struct Shared {
 
 struct HttpMetrics {
     registry: Registry,
+    /// The request counter and latency histogram per (route template, method, status),
+    /// resolved in the registry once: a request then costs a read lock and a hash lookup.
+    requests: RwLock<HashMap<RequestKey, (Counter, Histogram)>>,
     events_sse: Counter,
     events_ws: Counter,
     lagged: Counter,
@@ -117,6 +122,7 @@ impl HttpState {
             ),
             sse_open: open("sse"),
             ws_open: open("ws"),
+            requests: RwLock::new(HashMap::new()),
             registry,
         };
         Ok(HttpState {
@@ -149,9 +155,28 @@ impl HttpState {
     }
 }
 
-/// The authenticated caller of a request (a request extension set by the auth middleware).
+/// The authenticated caller of a request: an extractor every API handler takes first (after
+/// the state), so a request without valid credentials is answered 401 before anything else.
 #[derive(Clone)]
 struct Caller(AuthContext);
+
+impl FromRequestParts<HttpState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &HttpState) -> Result<Self, Response> {
+        match st.inner.auth.authenticate(&parts.headers).await {
+            Ok(caller) => Ok(Caller(caller)),
+            Err(failure) => {
+                let why = match failure {
+                    auth::AuthFailure::Missing => "no credentials were given",
+                    auth::AuthFailure::Invalid(why) => why,
+                };
+                tracing::debug!(why, path = %parts.uri.path(), "authentication failed");
+                Err(ApiError::unauthenticated(why, &st.inner.auth.realm).into_response())
+            }
+        }
+    }
+}
 
 /// The route template a handler reports for metrics when the router's own template (a
 /// catch-all) says too little.
@@ -168,8 +193,7 @@ pub fn app(state: HttpState) -> Router {
         .route("/api/2/search/things/count", any(search::count))
         .route("/api/2/policies/{policy_id}", any(policies::root))
         .route("/api/2/policies/{policy_id}/{*path}", any(policies::sub))
-        .route("/ws/2", any(ws::upgrade))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route("/ws/2", any(ws::upgrade));
     Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -205,53 +229,88 @@ pub async fn serve(
     }
 }
 
-async fn authenticate(State(st): State<HttpState>, mut req: Request, next: Next) -> Response {
-    match st.inner.auth.authenticate(req.headers()).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(Caller(caller));
-            next.run(req).await
-        }
-        Err(failure) => {
-            let why = match failure {
-                auth::AuthFailure::Missing => "no credentials were given",
-                auth::AuthFailure::Invalid(why) => why,
-            };
-            tracing::debug!(why, path = %req.uri().path(), "authentication failed");
-            ApiError::unauthenticated(why, &st.inner.auth.realm).into_response()
-        }
-    }
+/// The route templates of [`app`], so a matched path maps to a `&'static str` label.
+const ROUTES: [&str; 10] = [
+    "/api/2/things",
+    "/api/2/things/{thing_id}",
+    "/api/2/things/{thing_id}/{*path}",
+    "/api/2/search/things",
+    "/api/2/search/things/count",
+    "/api/2/policies/{policy_id}",
+    "/api/2/policies/{policy_id}/{*path}",
+    "/ws/2",
+    "/health",
+    "/metrics",
+];
+
+fn other_method() -> &'static Method {
+    static OTHER: std::sync::OnceLock<Method> = std::sync::OnceLock::new();
+    OTHER.get_or_init(|| Method::from_bytes(b"other").expect("a valid method token"))
 }
+
+/// Request metrics are kept per route template, method and status.
+type RequestKey = (&'static str, Method, u16);
 
 /// Counts every request by route template, method and status, and times it.
 async fn record(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    let method = match *req.method() {
+        Method::GET
+        | Method::PUT
+        | Method::POST
+        | Method::PATCH
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS => req.method().clone(),
+        // Arbitrary methods would make arbitrary many series.
+        _ => other_method().clone(),
+    };
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|l| l.0.to_owned())
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let status = response.status().as_u16().to_string();
-    let r = &st.metrics().registry;
-    r.counter(
-        "opentwins_http_requests_total",
-        "HTTP requests by route template, method and status.",
-        &[("route", &route), ("method", &method), ("status", &status)],
-    )
-    .inc();
-    r.histogram(
-        "opentwins_http_request_duration_seconds",
-        "Time to the response head, by route template.",
-        &[("route", &route)],
-        LATENCY_BUCKETS,
-    )
-    .observe(start.elapsed().as_secs_f64());
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(label) => label.0,
+        None => matched
+            .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()).copied())
+            .unwrap_or("unmatched"),
+    };
+    let key = (route, method, response.status().as_u16());
+    let m = st.metrics();
+    let found = m
+        .requests
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    let (count, latency) = match found {
+        Some(series) => series,
+        None => {
+            let (route, method, status) = &key;
+            let series = (
+                m.registry.counter(
+                    "opentwins_http_requests_total",
+                    "HTTP requests by route template, method and status.",
+                    &[
+                        ("route", route),
+                        ("method", method.as_str()),
+                        ("status", &status.to_string()),
+                    ],
+                ),
+                m.registry.histogram(
+                    "opentwins_http_request_duration_seconds",
+                    "Time to the response head, by route template.",
+                    &[("route", route)],
+                    LATENCY_BUCKETS,
+                ),
+            );
+            m.requests
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, series.clone());
+            series
+        }
+    };
+    count.inc();
+    latency.observe(start.elapsed().as_secs_f64());
     response
 }
 

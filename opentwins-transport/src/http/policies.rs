@@ -3,7 +3,6 @@
 //! rest of the URL path after `resources/`; the root key `thing:/` may be written `thing:` or
 //! `thing:/`.
 
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -21,7 +20,7 @@ use super::{Caller, HttpState, RouteLabel};
 /// `/api/2/policies/{policyId}`.
 pub(super) async fn root(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
@@ -37,7 +36,7 @@ pub(super) async fn root(
 /// `/api/2/policies/{policyId}/{*path}`.
 pub(super) async fn sub(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(query): RawQuery,

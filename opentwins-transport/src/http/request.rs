@@ -95,6 +95,16 @@ const COMMAND_HEADERS: [&str; 7] = [
     "requested-acks",
     "timeout",
 ];
+/// [`COMMAND_HEADERS`] as header names (looking a `&str` up parses it every time).
+static COMMAND_HEADER_NAMES: [HeaderName; 7] = [
+    HeaderName::from_static("correlation-id"),
+    HeaderName::from_static("response-required"),
+    HeaderName::from_static("if-match"),
+    HeaderName::from_static("if-none-match"),
+    HeaderName::from_static("condition"),
+    HeaderName::from_static("requested-acks"),
+    HeaderName::from_static("timeout"),
+];
 const QUERY_HEADERS: [&str; 4] = [
     "response-required",
     "condition",
@@ -109,9 +119,31 @@ pub(crate) fn command_headers(
     params: &Params,
     write: bool,
 ) -> Result<Headers, ApiError> {
+    let mut h = if COMMAND_HEADER_NAMES.iter().any(|n| headers.contains_key(n))
+        || QUERY_HEADERS.iter().any(|n| params.get(n).is_some())
+    {
+        parse_command_headers(headers, params)?
+    } else {
+        // The common case: nothing to parse.
+        Headers::default()
+    };
+    if h.correlation_id.is_none() {
+        h.correlation_id = Some(new_correlation_id());
+    }
+    if write && h.requested_acks.is_none() && h.response_required() {
+        h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
+    }
+    if !h.response_required() {
+        // Nobody waits for an acknowledgement.
+        h.requested_acks = None;
+    }
+    Ok(h)
+}
+
+fn parse_command_headers(headers: &HeaderMap, params: &Params) -> Result<Headers, ApiError> {
     let mut map = Map::new();
-    for name in COMMAND_HEADERS {
-        if let Some(v) = headers.get(name) {
+    for (name, key) in COMMAND_HEADERS.into_iter().zip(&COMMAND_HEADER_NAMES) {
+        if let Some(v) = headers.get(key) {
             let text = v.to_str().map_err(|_| {
                 opentwins_core::Error::new(
                     opentwins_core::ErrorKind::HeaderInvalid,
@@ -137,16 +169,6 @@ pub(crate) fn command_headers(
         h.response_required = Some(false);
         h.timeout = None;
     }
-    if h.correlation_id.is_none() {
-        h.correlation_id = Some(new_correlation_id());
-    }
-    if write && h.requested_acks.is_none() && h.response_required() {
-        h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
-    }
-    if !h.response_required() {
-        // Nobody waits for an acknowledgement.
-        h.requested_acks = None;
-    }
     Ok(h)
 }
 
@@ -157,7 +179,22 @@ fn new_correlation_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(prefix.len() + 1 + digits.len() - i);
+    id.push_str(prefix);
+    id.push('-');
+    id.extend(digits[i..].iter().map(|d| char::from(*d)));
+    id
 }
 
 /// How long to wait for the engine.
@@ -303,5 +340,19 @@ mod tests {
         assert!(!h.wants_persisted());
         let e = command_headers(&hm, &Params::parse(Some("timeout=forever")), true).unwrap_err();
         assert_eq!(e.status(), 400);
+        // The fast path (no command header at all) is what parsing nothing gives.
+        assert_eq!(Headers::from_json(&Map::new()).unwrap(), Headers::default());
+        let h = command_headers(&HeaderMap::new(), &Params::parse(Some("x=1")), true).unwrap();
+        assert!(h.wants_persisted() && h.correlation_id.is_some());
+        let mut hm = HeaderMap::new();
+        hm.insert("correlation-id", HeaderValue::from_static("c-1"));
+        let h = command_headers(&hm, &Params::parse(None), false).unwrap();
+        assert_eq!(h.correlation_id.as_deref(), Some("c-1"));
+        // Generated ids: one prefix, then a counter.
+        let (a, b) = (new_correlation_id(), new_correlation_id());
+        let (pa, na) = a.rsplit_once('-').unwrap();
+        let (pb, nb) = b.rsplit_once('-').unwrap();
+        assert_eq!(pa, pb);
+        assert!(nb.parse::<u64>().unwrap() > na.parse::<u64>().unwrap());
     }
 }

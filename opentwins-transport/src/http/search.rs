@@ -2,7 +2,6 @@
 //! (a plain number), with `filter`, `option` (`sort(..)`, `size(..)`, `cursor(..)`), `fields`
 //! and `namespaces`.
 
-use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +15,7 @@ use super::{Caller, HttpState};
 /// `GET /api/2/search/things`.
 pub(super) async fn search(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -51,7 +50,7 @@ pub(super) async fn search(
 /// `GET /api/2/search/things/count`.
 pub(super) async fn count(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     RawQuery(query): RawQuery,
 ) -> Response {

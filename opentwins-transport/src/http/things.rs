@@ -1,10 +1,9 @@
 //! `/api/2/things`: multi-retrieve and create, and every sub-resource of a thing with GET, PUT,
 //! PATCH (merge patch) and DELETE, each turned into a [`ThingCommand`] for the engine.
 
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use opentwins_core::protocol::{Action, Headers, MERGE_PATCH_CONTENT_TYPE, ThingCommand};
@@ -21,12 +20,14 @@ use super::{Caller, HttpState, RouteLabel, sse};
 /// `GET /api/2/things?ids=..` (or an SSE stream), `POST /api/2/things`.
 pub(super) async fn collection(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    // The request's own header map, not a clone (as the `HeaderMap` extractor would make).
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let params = Params::parse(query.as_deref());
     let result = match method {
         Method::GET if wants_event_stream(&headers) => {
@@ -84,45 +85,53 @@ async fn create(
         .get("namespace")
         .unwrap_or(&st.config().default_namespace);
     let id = ThingId::from_parts(namespace, &uuid::Uuid::new_v4().to_string())?;
-    let h = command_headers(headers, params, true)?;
     let mut cmd = ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(value));
-    cmd.headers = h.clone();
-    let location = format!("/api/2/things/{id}");
-    execute(st, auth, cmd, &location).await
+    cmd.headers = command_headers(headers, params, true)?;
+    execute(st, auth, cmd, || format!("/api/2/things/{id}")).await
 }
 
 /// `/api/2/things/{thingId}`.
 pub(super) async fn root(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
     let thing_id = match path {
         Ok(Path(id)) => id,
         Err(e) => return bad_path(e),
     };
-    resource(st, auth, method, &thing_id, "", query, headers, body).await
+    let (parts, body) = req.into_parts();
+    resource(st, auth, method, &thing_id, "", query, parts.headers, body).await
 }
 
 /// `/api/2/things/{thingId}/{*path}`.
 pub(super) async fn sub(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     method: Method,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
     let (thing_id, rest) = match path {
         Ok(Path(p)) => p,
         Err(e) => return bad_path(e),
     };
-    resource(st, auth, method, &thing_id, &rest, query, headers, body).await
+    let (parts, body) = req.into_parts();
+    resource(
+        st,
+        auth,
+        method,
+        &thing_id,
+        &rest,
+        query,
+        parts.headers,
+        body,
+    )
+    .await
 }
 
 pub(super) fn bad_path(e: PathRejection) -> Response {
@@ -198,8 +207,14 @@ async fn resource(
         if action == Action::Retrieve {
             cmd.fields = params.fields()?;
         }
-        let location = format!("/api/2/things/{thing_id}{}", if rest.is_empty() { String::new() } else { format!("/{rest}") });
-        execute(&st, &auth, cmd, &location).await
+        let location = || {
+            if rest.is_empty() {
+                format!("/api/2/things/{thing_id}")
+            } else {
+                format!("/api/2/things/{thing_id}/{rest}")
+            }
+        };
+        execute(&st, &auth, cmd, location).await
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
@@ -220,12 +235,13 @@ async fn execute(
     st: &HttpState,
     auth: &opentwins_core::policy::AuthContext,
     cmd: ThingCommand,
-    location: &str,
+    location: impl FnOnce() -> String,
 ) -> Result<Response, ApiError> {
-    let headers = cmd.headers.clone();
-    let wait = timeout(&headers, st.config().default_timeout_ms);
+    let wait = timeout(&cmd.headers, st.config().default_timeout_ms);
+    // Only a command without response needs its headers afterwards (for the correlation id).
+    let unanswered = (!cmd.headers.response_required()).then(|| cmd.headers.clone());
     let result = tokio::time::timeout(wait, st.twins().apply(auth, cmd)).await;
-    if !headers.response_required() {
+    if let Some(headers) = unanswered {
         if let Ok(Err(e)) = &result {
             tracing::debug!(error = %e, "command without response failed");
         }
@@ -233,8 +249,8 @@ async fn execute(
     }
     let outcome = result.map_err(|_| ApiError::timeout(wait.as_millis()))??;
     let r = outcome.response;
-    let location = (r.status == StatusCode::CREATED.as_u16()).then_some(location);
-    Ok(reply(r.status, r.value, &r.headers, location))
+    let location = (r.status == StatusCode::CREATED.as_u16()).then(location);
+    Ok(reply(r.status, r.value, &r.headers, location.as_deref()))
 }
 
 fn route_label(level: Level) -> &'static str {

@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
@@ -40,7 +39,7 @@ use super::{Caller, HttpState};
 /// `GET /ws/2` with an upgrade.
 pub(super) async fn upgrade(
     State(st): State<HttpState>,
-    Extension(Caller(auth)): Extension<Caller>,
+    Caller(auth): Caller,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
