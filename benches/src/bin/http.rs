@@ -13,6 +13,11 @@
 //!
 //! `--serve SECS` only serves our API for an external load generator (`wrk`, see docs/http.md).
 
+/// mimalloc: glibc malloc costs about half the CPU of a request here (see docs/benchmarks.md);
+/// servers built from these crates should use it too (the edge and hub binaries will).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,11 @@
 //!
 //! Run: `cargo run --release -p opentwins-benches --bin mqtt -- --out docs/results`
 
+/// mimalloc: glibc malloc costs about half the CPU of a request here (see docs/benchmarks.md);
+/// servers built from these crates should use it too (the edge and hub binaries will).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
