@@ -1103,3 +1103,128 @@ async fn mutual_tls_needs_the_client_certificate() {
     .await
     .expect("test hung");
 }
+
+/// The core's bad-input matrix through MQTT: each bad command gets a Ditto error envelope with the
+/// right status and code on its response topic, changes nothing, and the bridge keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ditto_commands_get_ditto_errors_and_change_nothing() {
+    let Some(broker) = broker() else { return };
+    tokio::time::timeout(LIMIT, async {
+        let p = prefix("bad");
+        let tw = Twins::in_memory(EngineConfig {
+            max_value_bytes: 1000,
+            ..EngineConfig::default()
+        });
+        create_thing(&tw, "test.bad:v", json!({"attributes": {"a": 1}})).await;
+        let owner = AuthContext::new(["test:owner"]);
+        let private = ThingCommand::new(
+            ThingId::new("test.bad:private").unwrap(),
+            Action::Create,
+            Pointer::root(),
+            Some(json!({})),
+        );
+        tw.apply(&owner, private).await.unwrap();
+        let mut c = config(&broker, &p);
+        c.subscriptions.push(SubscriptionConfig {
+            filter: format!("{p}/commands"),
+            mapping: Mapping::Ditto,
+            ..SubscriptionConfig::default()
+        });
+        let bridge = start(c, &tw).await;
+        let client = Client::connect(&broker, &format!("{p}-client"), true).await;
+        client.subscribe(&format!("{p}/responses/#")).await;
+        let send = |payload: String, corr: &str| {
+            let mut props = paho::Properties::new();
+            props
+                .push_string(paho::PropertyCode::ResponseTopic, &format!("{p}/responses/r"))
+                .unwrap();
+            props
+                .push_binary(paho::PropertyCode::CorrelationData, corr.as_bytes().to_vec())
+                .unwrap();
+            paho::MessageBuilder::new()
+                .topic(format!("{p}/commands"))
+                .payload(payload)
+                .qos(1)
+                .properties(props)
+                .finalize()
+        };
+        let modify = |path: &str, value: Value, headers: Value| {
+            json!({"topic": "test.bad/v/things/twin/commands/modify", "path": path,
+                "headers": headers, "value": value})
+            .to_string()
+        };
+        let cases: Vec<(&str, String, u16, &str)> = vec![
+            ("malformed JSON", "{not json".into(), 400, "json.invalid"),
+            (
+                "invalid thing id",
+                json!({"topic": "1bad/x/things/twin/commands/retrieve", "path": "/", "headers": {}})
+                    .to_string(),
+                400,
+                "things:id.invalid",
+            ),
+            (
+                "unknown action",
+                json!({"topic": "test.bad/v/things/twin/commands/frobnicate", "path": "/", "headers": {}})
+                    .to_string(),
+                400,
+                "things:protocol.invalid",
+            ),
+            ("empty path segment", modify("/attributes//a", json!(1), json!({})), 400, "json.pointer.invalid"),
+            ("wrong type", modify("/attributes", json!(5), json!({})), 400, "json.field.invalid"),
+            ("unknown field", modify("/", json!({"color": "red"}), json!({})), 400, "json.field.invalid"),
+            (
+                "invalid RQL condition",
+                modify("/attributes/a", json!(2), json!({"condition": "eq(attributes/a"})),
+                400,
+                "rql.expression.invalid",
+            ),
+            (
+                "oversize value",
+                modify("/attributes/big", json!("x".repeat(2000)), json!({})),
+                413,
+                "things:thing.toolarge",
+            ),
+            (
+                "thingId change",
+                modify("/", json!({"thingId": "test.bad:other"}), json!({})),
+                400,
+                "things:id.invalid",
+            ),
+            (
+                "no permission",
+                json!({"topic": "test.bad/private/things/twin/commands/modify", "path": "/attributes/x",
+                    "headers": {}, "value": 1})
+                .to_string(),
+                404,
+                "things:thing.notfound",
+            ),
+        ];
+        for (i, (name, payload, status, code)) in cases.iter().enumerate() {
+            let corr = format!("bad-{i}");
+            client.publish(send(payload.clone(), &corr)).await;
+            let r = client.next(10).await;
+            assert_eq!(
+                r.properties().get_binary(paho::PropertyCode::CorrelationData),
+                Some(corr.into_bytes()),
+                "{name}"
+            );
+            let v = json_of(&r);
+            assert_eq!(v["status"], *status, "{name}: {v}");
+            assert_eq!(v["value"]["error"], *code, "{name}: {v}");
+            assert!(v["value"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}");
+        }
+        // Nothing changed, and the bridge still answers.
+        let v = thing_json(&tw, "test.bad:v").unwrap();
+        assert_eq!(v["attributes"], json!({"a": 1}));
+        assert_eq!(tw.get_thing(&ThingId::new("test.bad:v").unwrap()).unwrap().revision(), 1);
+        let ok = json!({"topic": "test.bad/v/things/twin/commands/retrieve", "path": "/attributes/a",
+            "headers": {}})
+        .to_string();
+        client.publish(send(ok, "ok")).await;
+        let v = json_of(&client.next(10).await);
+        assert_eq!((v["status"].clone(), v["value"].clone()), (json!(200), json!(1)));
+        bridge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
