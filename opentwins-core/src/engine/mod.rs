@@ -144,9 +144,7 @@ impl Twins {
         for record in store.scan(Kind::Policy)? {
             let value = serde_json::from_slice(&record.json).map_err(Error::json_invalid)?;
             let mut policy = Policy::from_full_json(value)?;
-            let key = policy
-                .get_at(&crate::model::Pointer::parse("/entries")?)?
-                .to_string();
+            let key = policy.entries_json().to_string();
             if let Some(first) = shared.get(&key) {
                 policy.share_entries_with(first);
             }

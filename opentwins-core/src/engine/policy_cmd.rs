@@ -58,7 +58,7 @@ impl Twins {
                     .clone()
                     .ok_or_else(|| Error::field_invalid("A policy command needs a value."))?;
                 let policy = Arc::new(Policy::from_json(&cmd.policy_id, &value, Timestamp::now())?);
-                let response = reply(201, Some(policy.to_json()), Some(etag(&policy)));
+                let response = reply(201, Some(policy.to_json()), Some(policy.etag()));
                 let op = WriteOp::Put {
                     record: policy_record(&policy),
                     expect: Expect::Absent,
@@ -74,7 +74,7 @@ impl Twins {
                 }
                 let value = p.get_at(&cmd.path)?;
                 return Ok(PolicyOutcome {
-                    response: reply(200, Some(value), Some(etag(&p))),
+                    response: reply(200, Some(value), Some(p.etag())),
                 });
             }
             (Action::Modify | Action::Delete, Some(p)) => {
@@ -125,7 +125,7 @@ impl Twins {
                     .then(|| next.get_at(&cmd.path))
                     .transpose()?;
                 let next = Arc::new(next);
-                let response = reply(status, value, Some(etag(&next)));
+                let response = reply(status, value, Some(next.etag()));
                 let op = WriteOp::Put {
                     record: policy_record(&next),
                     expect: Expect::Revision(p.revision()),
@@ -143,11 +143,8 @@ impl Twins {
     }
 }
 
-fn etag(p: &Policy) -> String {
-    format!("\"rev:{}\"", p.revision())
-}
-
-fn not_found(id: &PolicyId) -> Error {
+/// `policies:policy.notfound` for `id`, with Ditto's wording.
+pub(super) fn not_found(id: &PolicyId) -> Error {
     Error::new(
         ErrorKind::PolicyNotFound,
         format!("The Policy with ID '{id}' could not be found or requester had insufficient permissions to access it."),

@@ -288,11 +288,8 @@ impl Inner {
         if let Some(new_policy) = new_policy_id(cmd, thing)
             && self.policy(&new_policy).is_none()
         {
-            return Err(Error::new(
-                ErrorKind::PolicyNotFound,
-                format!("The Policy with ID '{new_policy}' could not be found or requester had insufficient permissions to access it."),
-            )
-            .with_description("A Thing can only refer to an existing Policy."));
+            return Err(super::policy_cmd::not_found(&new_policy)
+                .with_description("A Thing can only refer to an existing Policy."));
         }
         let existed = path.get(thing.body()).is_some();
         // A change grows the thing by at most its value plus the keys that wrap it. Only when
