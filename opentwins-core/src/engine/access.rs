@@ -56,7 +56,12 @@ impl<'a> Access<'a> {
     }
 
     /// The event as this caller may see it, or `None` if it may see nothing of it.
+    /// Provenance (clocks and values of every change, for links) is never passed on.
     pub(super) fn filter_event(&self, event: ThingEvent) -> Option<ThingEvent> {
+        let event = ThingEvent {
+            provenance: None,
+            ..event
+        };
         if self.read_all(&event.path) {
             return Some(event);
         }

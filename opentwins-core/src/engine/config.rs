@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
+    /// This instance's id, unique among linked instances: it stamps every change made here
+    /// and names this instance in the hop list of forwarded updates. 1 to 64 of letters,
+    /// digits, `.`, `_`, `-`, `:`.
+    pub instance_id: String,
     /// Largest thing, in bytes of compact JSON (strings counted without escapes). Ditto's
     /// default is 100 kB; ours is 2 MiB so a 1280x720 camera frame (~270 kB as base64) fits.
     pub max_thing_bytes: usize,
@@ -25,6 +29,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
+            instance_id: "opentwins".into(),
             max_thing_bytes: 2 * 1024 * 1024,
             max_value_bytes: 1024 * 1024,
             event_buffer: 4096,

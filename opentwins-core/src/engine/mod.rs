@@ -13,6 +13,7 @@ mod config;
 mod hot;
 mod policy_cmd;
 mod precondition;
+mod replicate;
 mod search;
 mod subscribe;
 mod thing_cmd;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 pub use config::EngineConfig;
+pub use replicate::Applied;
 pub use search::SearchResult;
 pub use subscribe::{RecvError, Subscription};
 
@@ -32,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::{PolicyId, Thing, ThingId};
 use crate::policy::Policy;
 use crate::protocol::{PolicyResponse, ThingEvent, ThingResponse};
+use crate::replica::{Clock, Stamp};
 use crate::sink::Sink;
 use crate::store::{Durable, Kind, Store};
 
@@ -130,6 +133,10 @@ struct Inner {
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     /// Writes handed to the store and not yet durable (`max_pending_writes` permits).
     pending: Arc<tokio::sync::Semaphore>,
+    /// Stamps this instance's changes.
+    clock: Clock,
+    /// Clocks of things deleted here, so older changes arriving later do not bring them back.
+    graves: Mutex<HashMap<ThingId, Stamp>>,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
     /// because its memory may hold changes the store does not.
     store_failed: AtomicBool,
@@ -138,6 +145,13 @@ struct Inner {
 impl Twins {
     /// Opens the engine on `store`, loading every policy and thing it holds.
     pub fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Twins> {
+        if !crate::replica::valid_instance(&config.instance_id) {
+            return Err(Error::field_invalid(format!(
+                "The instance id '{}' must be 1 to 64 of letters, digits, '.', '_', '-', ':'.",
+                config.instance_id
+            )));
+        }
+        let clock = Clock::new(&config.instance_id);
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
         let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
@@ -182,6 +196,8 @@ impl Twins {
                 events,
                 sinks: RwLock::new(Vec::new()),
                 pending,
+                clock,
+                graves: Mutex::new(HashMap::new()),
                 store_failed: AtomicBool::new(false),
             }),
         })

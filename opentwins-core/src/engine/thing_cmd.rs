@@ -211,13 +211,15 @@ impl Inner {
                 revision: old_revision + 1,
                 timestamp: Timestamp::now(),
                 headers: cmd.headers.for_reply(),
+                provenance: self.bury(thing),
             };
+            // Sinks first: what they write (a link's outbox) is flushed with this write.
+            self.emit(&event, None, policy.clone());
             let durable = self.store.write(vec![WriteOp::Delete {
                 kind: Kind::Thing,
                 id: cmd.thing_id.to_string(),
                 expect: Expect::Revision(old_revision),
             }]);
-            self.emit(&event, None, policy.clone());
             *guard = Entry::Absent;
             self.hot.became_cold();
             let response = ThingResponse {
@@ -233,13 +235,11 @@ impl Inner {
         }
 
         let old_revision = thing.revision();
+        self.ensure_clocks(thing);
         let change = self.change(thing, &cmd, level)?;
+        let provenance = self.stamp_local(thing, &cmd);
         let now = Timestamp::now();
         thing.touch(now);
-        let durable = self.store.write(vec![WriteOp::Put {
-            record: thing_record(thing),
-            expect: Expect::Revision(old_revision),
-        }]);
         let event = ThingEvent {
             thing_id: cmd.thing_id.clone(),
             action: change.event,
@@ -248,10 +248,16 @@ impl Inner {
             revision: thing.revision(),
             timestamp: now,
             headers: cmd.headers.for_reply(),
+            provenance,
         };
         // The policy may have changed with the command.
         let policy = self.policy(thing.policy_id());
+        // Sinks first: what they write (a link's outbox) is flushed with this write.
         self.emit(&event, Some(thing), policy.clone());
+        let durable = self.store.write(vec![WriteOp::Put {
+            record: thing_record(thing),
+            expect: Expect::Revision(old_revision),
+        }]);
         let access = Access::new(auth, policy.as_deref());
         let response = ThingResponse {
             thing_id: cmd.thing_id,
@@ -382,58 +388,25 @@ impl Inner {
             (Action::Merge, Some(patch)) => patch::strip_nulls(patch),
             (_, value) => value.clone().unwrap_or(Value::Null),
         };
-        let thing = Thing::new(cmd.thing_id.clone(), value, now)?;
+        let mut thing = Thing::new(cmd.thing_id.clone(), value, now)?;
         let size = json_size(thing.body());
         if size > self.config.max_thing_bytes {
             return Err(too_large("Thing", size, self.config.max_thing_bytes));
         }
-        let mut last_default = lock(&self.policy_write);
-        let mut ops = Vec::with_capacity(2);
         let explicit = cmd.value.as_ref().and_then(|v| v.get("policyId")).is_some();
         let policy = match (self.policy(thing.policy_id()), explicit) {
-            (Some(p), _) => p,
             (None, true) => {
                 return Err(not_creatable(
                     &cmd.thing_id,
                     &format!("the Policy with ID '{}' does not exist", thing.policy_id()),
                 ));
             }
-            (None, false) => {
-                let mut policy = Policy::default_for(thing.policy_id().clone(), auth, now);
-                if let Some(last) = last_default.as_deref() {
-                    policy.share_entries_with(last);
-                }
-                let policy = Arc::new(policy);
-                *last_default = Some(policy.clone());
-                ops.push(WriteOp::Put {
-                    record: policy_record(&policy),
-                    expect: Expect::Absent,
-                });
-                policy
-            }
+            (existing, _) => existing.map(|p| p.id().clone()),
         };
-        if !auth.is_system()
-            && !policy.has_permission(
-                auth,
-                ResourceType::Thing,
-                &Pointer::root(),
-                Permission::Write,
-            )
-        {
-            return Err(not_creatable(
-                &cmd.thing_id,
-                "the Policy does not grant the requester WRITE on 'thing:/'",
-            ));
-        }
-        ops.push(WriteOp::Put {
-            record: thing_record(&thing),
-            expect: Expect::Absent,
-        });
-        let durable = self.store.write(ops);
-        self.policies_mut()
-            .insert(policy.id().clone(), policy.clone());
-        drop(last_default);
-
+        let (new_policy, policy_op) = self.policy_for_new_thing(auth, &mut thing, policy, now)?;
+        let policy = new_policy.policy.clone();
+        let provenance = self.stamp_local(&mut thing, &cmd);
+        lock(&self.graves).remove(&cmd.thing_id);
         let event = ThingEvent {
             thing_id: cmd.thing_id.clone(),
             action: EventAction::Created,
@@ -442,8 +415,15 @@ impl Inner {
             revision: thing.revision(),
             timestamp: now,
             headers: cmd.headers.for_reply(),
+            provenance,
         };
         self.emit(&event, Some(&thing), Some(policy.clone()));
+        let ops = policy_op.into_iter().chain([WriteOp::Put {
+            record: thing_record(&thing),
+            expect: Expect::Absent,
+        }]);
+        let durable = self.store.write(ops.collect());
+        self.register_policy(new_policy);
         let access = Access::new(auth, Some(&policy));
         let response = ThingResponse {
             thing_id: cmd.thing_id,
@@ -460,6 +440,66 @@ impl Inner {
         Ok((thing, Outcome { response, events }, durable))
     }
 
+    /// The policy a new thing gets: `existing` (a policy this instance has), else a new
+    /// default policy for `auth`, returned with the write that stores it and the policy-write
+    /// lock: the caller writes the policy with the thing, then registers it with
+    /// [`Inner::register_policy`], then drops the lock. Checks that `auth` may create the
+    /// thing, and points the thing at the policy.
+    pub(super) fn policy_for_new_thing(
+        &self,
+        auth: &AuthContext,
+        thing: &mut Thing,
+        existing: Option<PolicyId>,
+        now: Timestamp,
+    ) -> Result<(NewThingPolicy<'_>, Option<WriteOp>)> {
+        let mut guard = lock(&self.policy_write);
+        let (policy, op) = match existing.and_then(|id| self.policy(&id)) {
+            Some(p) => (p, None),
+            None => {
+                let id = thing.policy_id().clone();
+                let mut policy = Policy::default_for(id, auth, now);
+                if let Some(last) = guard.as_deref() {
+                    policy.share_entries_with(last);
+                }
+                let policy = Arc::new(policy);
+                *guard = Some(policy.clone());
+                let op = WriteOp::Put {
+                    record: policy_record(&policy),
+                    expect: Expect::Absent,
+                };
+                (policy, Some(op))
+            }
+        };
+        if !auth.is_system()
+            && !policy.has_permission(
+                auth,
+                ResourceType::Thing,
+                &Pointer::root(),
+                Permission::Write,
+            )
+        {
+            return Err(not_creatable(
+                thing.id(),
+                "the Policy does not grant the requester WRITE on 'thing:/'",
+            ));
+        }
+        thing.set_policy_id(policy.id().clone());
+        let new = NewThingPolicy {
+            policy,
+            created: op.is_some(),
+            _guard: guard,
+        };
+        Ok((new, op))
+    }
+
+    /// Makes a policy created with a new thing known, once its write is handed to the store.
+    pub(super) fn register_policy(&self, new: NewThingPolicy<'_>) {
+        if new.created {
+            self.policies_mut()
+                .insert(new.policy.id().clone(), new.policy.clone());
+        }
+    }
+
     fn policies_mut(
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<PolicyId, Arc<Policy>>> {
@@ -467,7 +507,12 @@ impl Inner {
     }
 
     /// Hands an event to every sink and every subscriber, while the thing is locked.
-    fn emit(&self, event: &ThingEvent, thing: Option<&Thing>, policy: Option<Arc<Policy>>) {
+    pub(super) fn emit(
+        &self,
+        event: &ThingEvent,
+        thing: Option<&Thing>,
+        policy: Option<Arc<Policy>>,
+    ) {
         for sink in super::read(&self.sinks).iter() {
             sink.on_event(event, thing);
         }
@@ -479,6 +524,14 @@ impl Inner {
             }));
         }
     }
+}
+
+/// The policy of a thing being created, and the policy-write lock held until it is registered.
+pub(super) struct NewThingPolicy<'a> {
+    pub(super) policy: Arc<Policy>,
+    /// Whether the policy is a new default policy (written with the thing).
+    created: bool,
+    _guard: std::sync::MutexGuard<'a, Option<Arc<Policy>>>,
 }
 
 /// The value a retrieve returns: the resource at the path, filtered by READ, then by `fields`.
@@ -570,7 +623,7 @@ fn normalise_body(thing: &Thing, value: Value) -> Value {
     Value::Object(body)
 }
 
-fn thing_record(thing: &Thing) -> Record {
+pub(super) fn thing_record(thing: &Thing) -> Record {
     Record {
         kind: Kind::Thing,
         id: thing.id().to_string(),
@@ -602,7 +655,7 @@ fn not_creatable(id: &ThingId, why: &str) -> Error {
     .with_description("Check that the Policy exists and grants you WRITE on 'thing:/'.")
 }
 
-fn too_large(what: &str, size: usize, max: usize) -> Error {
+pub(super) fn too_large(what: &str, size: usize, max: usize) -> Error {
     Error::new(
         ErrorKind::ThingTooLarge,
         format!("The size of {size} bytes of the {what} exceeds the limit of {max} bytes."),

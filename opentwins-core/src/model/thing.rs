@@ -9,6 +9,7 @@ use super::fields::FieldSelector;
 use super::id::{PolicyId, ThingId};
 use super::schema::{self, Mode};
 use crate::error::{Error, Level, Result};
+use crate::replica::Replica;
 
 /// A point in time with microsecond precision, rendered as RFC 3339 (`2026-11-25T14:21:29.123456Z`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -72,6 +73,9 @@ pub struct Thing {
     modified: Timestamp,
     body: Value,
     metadata: Option<Value>,
+    /// The clock of every path written (values stripped: they are in `body`); see
+    /// [`crate::replica`]. Stored as `_clocks`.
+    clocks: Replica,
 }
 
 impl Thing {
@@ -103,6 +107,7 @@ impl Thing {
             modified: now,
             body: Value::Object(ordered),
             metadata: None,
+            clocks: Replica::new(),
         })
     }
 
@@ -134,6 +139,16 @@ impl Thing {
     /// The JSON body (without underscore fields).
     pub fn body(&self) -> &Value {
         &self.body
+    }
+
+    /// The clocks of the paths written (values stripped; they are in the body).
+    pub fn clocks(&self) -> &Replica {
+        &self.clocks
+    }
+
+    /// For the engine, which keeps the clocks in step with the body.
+    pub(crate) fn clocks_mut(&mut self) -> &mut Replica {
+        &mut self.clocks
     }
 
     /// Ditto's `_metadata`, if any was set.
@@ -169,6 +184,14 @@ impl Thing {
         }
     }
 
+    /// Points the thing at another policy (the engine checks that it exists).
+    pub(crate) fn set_policy_id(&mut self, policy_id: PolicyId) {
+        if let Value::Object(m) = &mut self.body {
+            m.insert("policyId".into(), Value::String(policy_id.to_string()));
+        }
+        self.policy_id = policy_id;
+    }
+
     /// Replaces `_metadata`.
     pub fn set_metadata(&mut self, metadata: Option<Value>) {
         self.metadata = metadata;
@@ -183,7 +206,8 @@ impl Thing {
         }
     }
 
-    /// The body with `_revision`, `_created`, `_modified` and `_metadata` (as stored).
+    /// The body with `_revision`, `_created`, `_modified`, `_metadata` and `_clocks` (as
+    /// stored).
     pub fn full_json(&self) -> Value {
         let mut v = self.body.clone();
         if let Value::Object(m) = &mut v {
@@ -192,6 +216,9 @@ impl Thing {
             m.insert("_modified".into(), Value::String(self.modified.to_string()));
             if let Some(md) = &self.metadata {
                 m.insert("_metadata".into(), md.clone());
+            }
+            if !self.clocks.is_empty() {
+                m.insert("_clocks".into(), self.clocks.clocks_json());
             }
         }
         v
@@ -217,6 +244,9 @@ impl Thing {
                 m.serialize_entry("_modified", &t.modified.to_string())?;
                 if let Some(md) = &t.metadata {
                     m.serialize_entry("_metadata", md)?;
+                }
+                if !t.clocks.is_empty() {
+                    m.serialize_entry("_clocks", &t.clocks.clocks_json())?;
                 }
                 m.end()
             }
@@ -257,6 +287,10 @@ impl Thing {
         let created = time(obj, "_created")?;
         let modified = time(obj, "_modified")?;
         let metadata = obj.shift_remove("_metadata");
+        let clocks = match obj.shift_remove("_clocks") {
+            Some(c) => Replica::from_clocks(&c, &Value::Null, &Map::new())?,
+            None => Replica::new(),
+        };
         let id = obj
             .get("thingId")
             .and_then(Value::as_str)
@@ -266,6 +300,7 @@ impl Thing {
         thing.revision = revision;
         thing.modified = modified;
         thing.metadata = metadata;
+        thing.clocks = clocks;
         Ok(thing)
     }
 }

@@ -379,6 +379,7 @@ fn thing_event(
         revision,
         timestamp,
         headers,
+        provenance: None,
     }))
 }
 
@@ -1168,6 +1169,7 @@ mod tests {
                         revision,
                         timestamp,
                         headers,
+                        provenance: None,
                     })
                 },
             )

@@ -153,6 +153,9 @@ pub struct ThingEvent {
     pub timestamp: Timestamp,
     /// Headers (the command's correlation id and pass-through headers).
     pub headers: Headers,
+    /// Where the change comes from and its clocks, for links (set by the engine for sinks;
+    /// never on the wire, and removed from what subscribers receive).
+    pub provenance: Option<std::sync::Arc<crate::replica::Provenance>>,
 }
 
 /// A command on a policy: `{ns}/{name}/policies/commands/{action}` at `path`

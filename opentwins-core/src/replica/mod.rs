@@ -12,13 +12,15 @@
 //! This module is pure: the engine and the links use it (see docs/distribution.md).
 
 mod clock;
+mod encode;
+mod update;
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 pub use clock::{Clock, Stamp};
+pub use update::{Provenance, Update, valid_instance};
 
 use crate::model::Pointer;
 
@@ -54,22 +56,6 @@ struct Slot {
     object: Option<Stamp>,
 }
 
-/// Total order of `(stamp, cell)` so that ties (which a correct clock never produces for
-/// different cells) still resolve the same way everywhere.
-fn newer(a: (&Stamp, &Cell), b: (&Stamp, &Cell)) -> bool {
-    match a.0.cmp(b.0) {
-        Ordering::Greater => true,
-        Ordering::Less => false,
-        Ordering::Equal => match (a.1, b.1) {
-            (Cell::Value(x), Cell::Value(y)) => {
-                x.to_string().cmp(&y.to_string()) == Ordering::Greater
-            }
-            (Cell::Value(_), _) => true,
-            _ => false,
-        },
-    }
-}
-
 /// The per-path last-writer-wins state of one thing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Replica {
@@ -82,28 +68,73 @@ impl Replica {
         Replica::default()
     }
 
-    /// Applies one change if it is newer than what the path holds. Returns whether the state
-    /// changed (false for duplicates and for changes that lost).
+    /// Applies one change if it is newer than what the path holds and not hidden by a newer
+    /// value or removal at an ancestor. Returns whether the state changed (false for
+    /// duplicates, for changes that lost, and for changes that could never be visible).
+    ///
+    /// Equal stamps are the same change (a clock never gives one stamp to two different
+    /// changes of one path), so they are duplicates whatever the cell says. A replacing change
+    /// drops what it hides below it, so the state holds no dead entries.
     pub fn apply(&mut self, change: Change) -> bool {
-        let slot = self.slots.entry(change.path).or_default();
+        if self.hidden(&change.path, &change.stamp) {
+            return false;
+        }
+        let slot = self.slots.entry(change.path.clone()).or_default();
         match change.cell {
             Cell::Object => {
                 if slot.object.as_ref().is_some_and(|o| *o >= change.stamp) {
                     return false;
                 }
                 slot.object = Some(change.stamp);
-                true
             }
             cell => {
-                if let Some((s, c)) = &slot.replace
-                    && !newer((&change.stamp, &cell), (s, c))
+                if slot
+                    .replace
+                    .as_ref()
+                    .is_some_and(|(s, _)| *s >= change.stamp)
                 {
                     return false;
                 }
-                slot.replace = Some((change.stamp, cell));
-                true
+                slot.replace = Some((change.stamp.clone(), cell));
+                self.drop_hidden_below(&change.path, &change.stamp);
             }
         }
+        true
+    }
+
+    /// Forgets what a replacing change at `path` stamped `stamp` hides below it.
+    fn drop_hidden_below(&mut self, path: &Pointer, stamp: &Stamp) {
+        let below: Vec<Pointer> = self
+            .slots
+            .range(path.clone()..)
+            .skip(1)
+            .take_while(|(p, _)| p.starts_with(path))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in below {
+            let Some(slot) = self.slots.get_mut(&p) else {
+                continue;
+            };
+            if slot.replace.as_ref().is_some_and(|(s, _)| s < stamp) {
+                slot.replace = None;
+            }
+            if slot.object.as_ref().is_some_and(|s| s < stamp) {
+                slot.object = None;
+            }
+            if slot.replace.is_none() && slot.object.is_none() {
+                self.slots.remove(&p);
+            }
+        }
+    }
+
+    /// Whether nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Number of paths with a stamp.
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 
     /// Every change the state holds, parents before children: what a peer needs to catch up.

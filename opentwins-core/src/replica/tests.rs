@@ -174,3 +174,94 @@ fn duplicates_and_losers_do_not_change_state() {
     assert_eq!(r.latest(), Some(&new));
     assert_eq!(r.changes().count(), 1);
 }
+
+/// Replicas of several writers, each holding a random part of the others' changes.
+fn replicas_of(ops: &[(usize, Op)], seed: u64) -> Vec<Replica> {
+    let clocks: Vec<Clock> = (0..3)
+        .map(|i| clock(&format!("i{i}"), i as u64 * 5))
+        .collect();
+    let mut replicas = vec![Replica::new(); 3];
+    let mut log: Vec<Change> = Vec::new();
+    for (i, op) in ops {
+        let seen = (seed as usize ^ log.len()) % (log.len() + 1);
+        for ch in &log[..seen] {
+            clocks[*i].observe(&ch.stamp);
+            replicas[*i].apply(ch.clone());
+        }
+        for ch in changes(op, &clocks[*i].now()) {
+            replicas[*i].apply(ch.clone());
+            log.push(ch);
+        }
+    }
+    replicas
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// What a link sends (patch, values the patch cannot hold, clocks) gives the same replica
+    /// back, values included.
+    #[test]
+    fn wire_encoding_round_trips(
+        ops in prop::collection::vec((0usize..3, op()), 1..20),
+        seed in any::<u64>(),
+    ) {
+        for r in replicas_of(&ops, seed) {
+            let (patch, extra) = r.patch();
+            let back = Replica::from_clocks(&r.clocks_json(), &patch, &extra).unwrap();
+            prop_assert_eq!(&back, &r);
+        }
+    }
+
+    /// A thing keeps clocks without values and reads them back from its body: it then behaves
+    /// exactly like the full replica under any further changes.
+    #[test]
+    fn stripped_clocks_filled_from_the_body_behave_like_the_full_replica(
+        ops in prop::collection::vec((0usize..3, op()), 1..20),
+        more in prop::collection::vec(op(), 1..10),
+        seed in any::<u64>(),
+    ) {
+        let full = replicas_of(&ops, seed).swap_remove(0);
+        let body = full.materialize();
+        let mut stripped = Replica::from_clocks(&full.clocks_json(), &Value::Null, &Default::default()).unwrap();
+        stripped.fill_values(&body);
+        prop_assert_eq!(stripped.materialize(), body);
+        let (mut a, mut b) = (full, stripped);
+        let c = clock("late", 1_000);
+        for op in &more {
+            for ch in changes(op, &c.now()) {
+                prop_assert_eq!(a.apply(ch.clone()), b.apply(ch));
+            }
+            prop_assert_eq!(a.materialize(), b.materialize());
+        }
+    }
+}
+
+#[test]
+fn clocks_json_is_readable_and_rejects_garbage() {
+    let a = clock("edge-1", 3_000);
+    let mut r = Replica::new();
+    for ch in changes_for_merge(
+        &Pointer::parse("/f").unwrap(),
+        &json!({"x": 1, "y": null}),
+        &a.now(),
+    ) {
+        r.apply(ch);
+    }
+    let clocks = r.clocks_json();
+    assert_eq!(clocks["/f/x"], json!("v1000.0@edge-1"));
+    assert_eq!(clocks["/f/y"], json!("r1000.0@edge-1"));
+    assert_eq!(clocks["/f"], json!("o1000.0@edge-1"));
+    for bad in [
+        json!([]),
+        json!({"/a": 1}),
+        json!({"/a": "x1.0@e"}),
+        json!({"/a": "v1.0"}),
+        json!({"a": "v1.0@e"}),
+    ] {
+        assert!(
+            Replica::from_clocks(&bad, &Value::Null, &Default::default()).is_err(),
+            "{bad}"
+        );
+    }
+}

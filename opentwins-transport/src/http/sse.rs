@@ -180,6 +180,7 @@ mod tests {
             revision: 7,
             timestamp: Timestamp::from_micros(1_000_000),
             headers: Headers::default(),
+            provenance: None,
         }
     }
 

@@ -794,6 +794,7 @@ mod tests {
             revision: 4,
             timestamp: Timestamp::now(),
             headers: Headers::default(),
+            provenance: None,
         }
     }
 

@@ -1,0 +1,465 @@
+//! Clocks in the engine: every local write is stamped by the instance's hybrid logical clock
+//! and recorded per path in the thing's clocks; [`Twins::apply_update`] applies a peer's
+//! changes with per-path last-writer-wins (see [`crate::replica`] and docs/distribution.md).
+//!
+//! `thingId` and `policyId` are not replicated: they are the thing's identity and its local
+//! access control. Everything else in the body is.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::access::Access;
+use super::hot::Entry;
+use super::thing_cmd::{thing_record, too_large};
+use super::{Inner, Twins, lock};
+use crate::error::{Error, Level, Result};
+use crate::model::schema::{self, Mode, json_size};
+use crate::model::{Pointer, Thing, Timestamp};
+use crate::policy::AuthContext;
+use crate::protocol::{Action, EventAction, Headers, ThingCommand, ThingEvent};
+use crate::replica::{
+    Cell, Change, Provenance, Replica, Stamp, Update, change_for_delete, changes_for_merge,
+    changes_for_modify,
+};
+use crate::store::{Durable, Expect, Kind, WriteOp};
+
+/// What [`Twins::apply_update`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Changes that took effect (0: the update was old news, a duplicate, or came back to its
+    /// origin).
+    pub changes: usize,
+    /// The thing's revision afterwards (`None` when it does not exist).
+    pub revision: Option<u64>,
+}
+
+impl Twins {
+    /// This instance's id (stamps its changes; links never send an update back here).
+    pub fn instance_id(&self) -> &str {
+        self.inner.clock.origin()
+    }
+
+    /// Applies a peer's changes of one thing for `auth` (the link's subject): per path, the
+    /// change with the newest clock wins; older and duplicate changes are ignored, so any order
+    /// and any number of deliveries give the same state.
+    ///
+    /// The update is refused as a whole (Ditto error, nothing changes) if `auth` may not write a
+    /// path it replaces, or if the result would not be a valid thing. An update that creates
+    /// the thing uses the policy it names if this instance has it, else `fallback_policy`
+    /// if given and present, else a new default policy for `auth`. With `wait_durable` the
+    /// call returns once the change is durable (a link acknowledges its peer only then).
+    pub async fn apply_update(
+        &self,
+        auth: &AuthContext,
+        update: &Update,
+        fallback_policy: Option<&crate::model::PolicyId>,
+        wait_durable: bool,
+    ) -> Result<Applied> {
+        if update.hops.iter().any(|h| **h == *self.instance_id()) {
+            return Ok(Applied::default());
+        }
+        let permit = self
+            .inner
+            .pending
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(Error::unavailable)?;
+        let result = self.inner.apply_update_sync(auth, update, fallback_policy);
+        if result.as_ref().is_ok_and(|(a, _)| a.revision.is_none()) || result.is_err() {
+            self.inner.things.remove_if_vacant(&update.thing_id);
+        }
+        self.inner.hot.cool();
+        let (applied, durable) = result?;
+        if let Some(durable) = durable {
+            self.inner
+                .settle(durable, wait_durable, Some(permit))
+                .await?;
+        }
+        Ok(applied)
+    }
+}
+
+impl Inner {
+    fn apply_update_sync(
+        &self,
+        auth: &AuthContext,
+        update: &Update,
+        fallback_policy: Option<&crate::model::PolicyId>,
+    ) -> Result<(Applied, Option<Durable>)> {
+        self.check_store()?;
+        if let Some(latest) = update.changes.latest() {
+            self.clock.observe(latest);
+        }
+        let id = &update.thing_id;
+        let slot = self.things.get_or_insert(id);
+        let mut guard = lock(&slot);
+        let Some(thing) = guard.heat(&slot, &self.hot)? else {
+            // A thing this instance does not hold (or deleted): the changes may create it.
+            let mut replica = Replica::new();
+            if let Some(grave) = lock(&self.graves).get(id) {
+                replica.apply(change_for_delete(&Pointer::root(), grave));
+            }
+            let effective = apply_all(&mut replica, &update.changes);
+            let view = replica.materialize();
+            if !view.is_object() {
+                if let Some(Change { stamp, .. }) = effective
+                    .iter()
+                    .find(|c| c.path.is_root() && c.cell == Cell::Removed)
+                {
+                    lock(&self.graves).insert(id.clone(), stamp.clone());
+                }
+                return Ok((Applied::default(), None));
+            }
+            let now = Timestamp::now();
+            let mut thing = Thing::new(id.clone(), view, now)?;
+            let size = json_size(thing.body());
+            if size > self.config.max_thing_bytes {
+                return Err(too_large("Thing", size, self.config.max_thing_bytes));
+            }
+            let policy_id = [update.policy_id.as_ref(), fallback_policy]
+                .into_iter()
+                .flatten()
+                .find(|p| self.policy(p).is_some())
+                .cloned();
+            let (new_policy, policy_op) =
+                self.policy_for_new_thing(auth, &mut thing, policy_id, now)?;
+            let policy = new_policy.policy.clone();
+            replica.strip_values();
+            *thing.clocks_mut() = replica;
+            lock(&self.graves).remove(id);
+            let event = ThingEvent {
+                thing_id: id.clone(),
+                action: EventAction::Created,
+                path: Pointer::root(),
+                value: Some(thing.body().clone()),
+                revision: thing.revision(),
+                timestamp: now,
+                headers: Headers::default(),
+                provenance: Some(self.forwarded(update, effective)),
+            };
+            self.emit(&event, Some(&thing), Some(policy));
+            let ops = policy_op.into_iter().chain([WriteOp::Put {
+                record: thing_record(&thing),
+                expect: Expect::Absent,
+            }]);
+            let durable = self.store.write(ops.collect());
+            self.register_policy(new_policy);
+            let applied = Applied {
+                changes: 1,
+                revision: Some(thing.revision()),
+            };
+            *guard = Entry::Hot(thing);
+            self.hot.became_hot(&slot);
+            return Ok((applied, Some(durable)));
+        };
+
+        self.ensure_clocks(thing);
+        let policy = self.policy(thing.policy_id());
+        let access = Access::new(auth, policy.as_deref());
+        for change in update.changes.changes() {
+            if change.cell != Cell::Object && !access.write_all(&change.path) {
+                let level = Level::of(&change.path).unwrap_or(Level::Thing);
+                return Err(if access.read_partial(&change.path) {
+                    Error::not_modifiable(level, id.as_str(), &change.path.to_string())
+                } else {
+                    Error::not_found(level, id.as_str(), &change.path.to_string())
+                });
+            }
+        }
+        let old_view = replicated(thing.body());
+        let mut replica = thing.clocks().clone();
+        replica.fill_values(&old_view);
+        let effective = apply_all(&mut replica, &update.changes);
+        if effective.is_empty() {
+            let revision = Some(thing.revision());
+            return Ok((
+                Applied {
+                    changes: 0,
+                    revision,
+                },
+                None,
+            ));
+        }
+        let new_view = replica.materialize();
+        let old_revision = thing.revision();
+        let now = Timestamp::now();
+        if !new_view.is_object() {
+            // The thing was deleted by a newer change.
+            let stamp = effective
+                .iter()
+                .filter(|c| c.path.is_root())
+                .map(|c| c.stamp.clone())
+                .max();
+            if let Some(stamp) = stamp {
+                lock(&self.graves).insert(id.clone(), stamp);
+            }
+            let event = ThingEvent {
+                thing_id: id.clone(),
+                action: EventAction::Deleted,
+                path: Pointer::root(),
+                value: None,
+                revision: old_revision + 1,
+                timestamp: now,
+                headers: Headers::default(),
+                provenance: Some(self.forwarded(update, effective)),
+            };
+            self.emit(&event, None, policy);
+            let durable = self.store.write(vec![WriteOp::Delete {
+                kind: Kind::Thing,
+                id: id.to_string(),
+                expect: Expect::Revision(old_revision),
+            }]);
+            *guard = Entry::Absent;
+            self.hot.became_cold();
+            let applied = Applied {
+                changes: 1,
+                revision: None,
+            };
+            return Ok((applied, Some(durable)));
+        }
+        let mut body = Map::with_capacity(new_view.as_object().map_or(0, Map::len) + 2);
+        body.insert("thingId".into(), Value::String(id.to_string()));
+        body.insert(
+            "policyId".into(),
+            Value::String(thing.policy_id().to_string()),
+        );
+        if let Value::Object(m) = new_view.clone() {
+            body.extend(m);
+        }
+        let body = Value::Object(body);
+        schema::validate(id, Level::Thing, &body, Mode::Full)?;
+        let size = json_size(&body);
+        if size > self.config.max_thing_bytes {
+            return Err(too_large("Thing", size, self.config.max_thing_bytes));
+        }
+        let patch = diff(&old_view, &new_view);
+        sync(thing.body_mut(), body);
+        replica.strip_values();
+        *thing.clocks_mut() = replica;
+        thing.touch(now);
+        let event = ThingEvent {
+            thing_id: id.clone(),
+            action: EventAction::Merged,
+            path: Pointer::root(),
+            value: Some(patch),
+            revision: thing.revision(),
+            timestamp: now,
+            headers: Headers::default(),
+            provenance: Some(self.forwarded(update, effective)),
+        };
+        self.emit(&event, Some(thing), policy);
+        let durable = self.store.write(vec![WriteOp::Put {
+            record: thing_record(thing),
+            expect: Expect::Revision(old_revision),
+        }]);
+        let applied = Applied {
+            changes: 1,
+            revision: Some(thing.revision()),
+        };
+        Ok((applied, Some(durable)))
+    }
+
+    /// The provenance of changes received in `update` that took effect here.
+    fn forwarded(&self, update: &Update, effective: Vec<Change>) -> Arc<Provenance> {
+        let mut hops = update.hops.clone();
+        hops.push(Arc::from(self.clock.origin()));
+        Arc::new(Provenance {
+            origin: update.origin.clone(),
+            hops,
+            changes: Replica::from(effective),
+        })
+    }
+
+    /// Gives a thing without clocks (stored before clocks existed) clocks for its whole body,
+    /// older than any change made since.
+    pub(super) fn ensure_clocks(&self, thing: &mut Thing) {
+        if !thing.clocks().is_empty() {
+            return;
+        }
+        let view = replicated(thing.body());
+        let stamp = Stamp {
+            wall_ms: thing.modified().as_micros() / 1000,
+            counter: 0,
+            origin: Arc::from(self.clock.origin()),
+        };
+        let clocks = thing.clocks_mut();
+        for change in changes_for_modify(&Pointer::root(), &view, &stamp) {
+            clocks.apply(stripped(change));
+        }
+    }
+
+    /// Stamps a local write that has just changed `thing`'s body (`cmd` at `cmd.path`), records
+    /// the clocks, and returns what sinks need to forward it (`None` without sinks).
+    pub(super) fn stamp_local(
+        &self,
+        thing: &mut Thing,
+        cmd: &ThingCommand,
+    ) -> Option<Arc<Provenance>> {
+        let stamp = self.clock.now();
+        let changes = local_changes(cmd, thing.body(), &stamp);
+        let forward = !super::read(&self.sinks).is_empty();
+        let clocks = thing.clocks_mut();
+        let mut effective = Vec::new();
+        for change in changes {
+            if forward {
+                if clocks.apply(stripped(change.clone())) {
+                    effective.push(change);
+                }
+            } else {
+                clocks.apply(stripped(change));
+            }
+        }
+        forward.then(|| self.local_provenance(Replica::from(effective)))
+    }
+
+    pub(super) fn local_provenance(&self, changes: Replica) -> Arc<Provenance> {
+        let me: Arc<str> = Arc::from(self.clock.origin());
+        Arc::new(Provenance {
+            origin: me.clone(),
+            hops: vec![me],
+            changes,
+        })
+    }
+
+    /// A stamp for a local deletion of a whole thing, remembered as its grave.
+    pub(super) fn bury(&self, thing: &Thing) -> Option<Arc<Provenance>> {
+        let stamp = self.clock.now();
+        lock(&self.graves).insert(thing.id().clone(), stamp.clone());
+        let forward = !super::read(&self.sinks).is_empty();
+        forward.then(|| {
+            self.local_provenance(Replica::from(vec![change_for_delete(
+                &Pointer::root(),
+                &stamp,
+            )]))
+        })
+    }
+}
+
+/// The changes a local command made (the body is the one after the command).
+fn local_changes(cmd: &ThingCommand, body: &Value, stamp: &Stamp) -> Vec<Change> {
+    let path = &cmd.path;
+    if matches!(
+        path.segments().first().map(String::as_str),
+        Some("thingId" | "policyId")
+    ) {
+        return Vec::new();
+    }
+    match cmd.action {
+        Action::Create => changes_for_modify(path, &replicated(body), stamp),
+        Action::Modify if path.is_root() => changes_for_modify(path, &replicated(body), stamp),
+        Action::Modify => match path.get(body) {
+            Some(v) => changes_for_modify(path, v, stamp),
+            None => Vec::new(),
+        },
+        Action::Merge => {
+            let patch = cmd.value.clone().unwrap_or(Value::Null);
+            let patch = if path.is_root() {
+                replicated(&patch)
+            } else {
+                patch
+            };
+            changes_for_merge(path, &patch, stamp)
+        }
+        Action::Delete => vec![change_for_delete(path, stamp)],
+        Action::Retrieve => Vec::new(),
+    }
+}
+
+/// The replicated part of a body (or of a root patch): all but `thingId` and `policyId`.
+pub(super) fn replicated(body: &Value) -> Value {
+    match body {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| *k != "thingId" && *k != "policyId")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The change without its value (a thing's clocks read values from its body).
+fn stripped(change: Change) -> Change {
+    match change.cell {
+        Cell::Value(_) => Change {
+            cell: Cell::Value(Value::Null),
+            ..change
+        },
+        _ => change,
+    }
+}
+
+/// Applies every change of `changes` to `replica`; returns those that took effect.
+fn apply_all(replica: &mut Replica, changes: &Replica) -> Vec<Change> {
+    changes
+        .changes()
+        .filter(|c| replica.apply(c.clone()))
+        .collect()
+}
+
+/// A merge patch from `old` to `new` (what a `merged` event says changed). A value set to
+/// `null` shows as a removal, as merge patches cannot say otherwise.
+fn diff(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut out = Map::new();
+            for k in a.keys().filter(|k| !b.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            for (k, v) in b {
+                match a.get(k) {
+                    Some(old) if old == v => {}
+                    Some(old @ Value::Object(_)) if v.is_object() => {
+                        out.insert(k.clone(), diff(old, v));
+                    }
+                    _ => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+/// Makes `old` equal to `new`, keeping the order of the keys `old` already has.
+fn sync(old: &mut Value, new: Value) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.retain(|k, _| b.contains_key(k));
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => sync(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (old, new) => *old = new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn diff_and_sync_keep_order_and_say_what_changed() {
+        let old = json!({"a": 1, "b": {"x": 1, "y": 2}, "c": 3});
+        let new = json!({"c": 3, "b": {"y": 5, "x": 1}, "d": 4});
+        assert_eq!(diff(&old, &new), json!({"a": null, "b": {"y": 5}, "d": 4}));
+        let mut synced = old.clone();
+        sync(&mut synced, new.clone());
+        assert_eq!(synced, new);
+        assert_eq!(
+            serde_json::to_string(&synced).unwrap(),
+            r#"{"b":{"x":1,"y":5},"c":3,"d":4}"#
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! What crosses a link: an [`Update`] (changes of one thing with their clocks, the instance they
+//! come from and the instances they crossed), written as a Ditto merge command so a peer that
+//! knows nothing of clocks still applies it sensibly.
+//!
+//! On the wire it is `{ns}/{name}/things/twin/commands/merge` at `/` whose value is the merge
+//! patch of the changes, with these headers:
+//!
+//! | header | value |
+//! |---|---|
+//! | `opentwins-origin` | the instance that made the changes |
+//! | `opentwins-hops` | the instances that applied them, in order, origin first |
+//! | `opentwins-clocks` | the clock of every changed path ([`Replica::clocks_json`]) |
+//! | `opentwins-values` | values the patch cannot hold, by path (rare; absent when empty) |
+//! | `opentwins-policy` | the thing's policy id at the sender (used when the update creates the thing) |
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Change, Replica};
+use crate::error::{Error, Result};
+use crate::model::{Pointer, PolicyId, ThingId};
+use crate::protocol::{Action, Headers, ThingCommand};
+
+const ORIGIN: &str = "opentwins-origin";
+const HOPS: &str = "opentwins-hops";
+const CLOCKS: &str = "opentwins-clocks";
+const VALUES: &str = "opentwins-values";
+const POLICY: &str = "opentwins-policy";
+
+/// Where an event's changes come from and which changes they are: what a link forwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The instance that made the changes.
+    pub origin: Arc<str>,
+    /// The instances that applied them, in order, origin first; the last is this instance.
+    pub hops: Vec<Arc<str>>,
+    /// The changes that took effect here, with their clocks and values.
+    pub changes: Replica,
+}
+
+impl Provenance {
+    /// Whether `instance` has applied these changes already (a link must not send them there).
+    pub fn crossed(&self, instance: &str) -> bool {
+        self.hops.iter().any(|h| &**h == instance)
+    }
+}
+
+/// Changes of one thing on their way from one instance to another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The thing.
+    pub thing_id: ThingId,
+    /// The instance that made the changes.
+    pub origin: Arc<str>,
+    /// The instances that applied them, origin first.
+    pub hops: Vec<Arc<str>>,
+    /// The thing's policy at the sender.
+    pub policy_id: Option<PolicyId>,
+    /// The changes (a replica holds a set of changes; joining two sets is coalescing them).
+    pub changes: Replica,
+}
+
+impl Update {
+    /// Adds the changes of `newer` (same thing, same route) to this update: per path the
+    /// newest change wins, so sending the result equals sending both. `false` (and nothing
+    /// changes) if the two updates differ in thing, origin or hops.
+    pub fn absorb(&mut self, newer: &Update) -> bool {
+        if self.thing_id != newer.thing_id || self.origin != newer.origin || self.hops != newer.hops
+        {
+            return false;
+        }
+        for change in newer.changes.changes() {
+            self.changes.apply(change);
+        }
+        if newer.policy_id.is_some() {
+            self.policy_id.clone_from(&newer.policy_id);
+        }
+        true
+    }
+
+    /// Only the changes at paths `keep` accepts.
+    pub fn select(&self, keep: impl Fn(&Pointer) -> bool) -> Update {
+        let mut changes = Replica::new();
+        for change in self.changes.changes().filter(|c| keep(&c.path)) {
+            changes.apply(change);
+        }
+        Update {
+            changes,
+            ..self.clone_without_changes()
+        }
+    }
+
+    fn clone_without_changes(&self) -> Update {
+        Update {
+            thing_id: self.thing_id.clone(),
+            origin: self.origin.clone(),
+            hops: self.hops.clone(),
+            policy_id: self.policy_id.clone(),
+            changes: Replica::new(),
+        }
+    }
+
+    /// The merge command that carries this update.
+    pub fn to_command(&self) -> ThingCommand {
+        let (patch, extra) = self.changes.patch();
+        let mut headers = Headers::default();
+        let other = &mut headers.other;
+        other.insert(ORIGIN.into(), Value::String(self.origin.to_string()));
+        other.insert(
+            HOPS.into(),
+            Value::Array(
+                self.hops
+                    .iter()
+                    .map(|h| Value::String(h.to_string()))
+                    .collect(),
+            ),
+        );
+        other.insert(CLOCKS.into(), self.changes.clocks_json());
+        if !extra.is_empty() {
+            other.insert(VALUES.into(), Value::Object(extra));
+        }
+        if let Some(p) = &self.policy_id {
+            other.insert(POLICY.into(), Value::String(p.to_string()));
+        }
+        headers.response_required = Some(false);
+        let mut cmd = ThingCommand::new(
+            self.thing_id.clone(),
+            Action::Merge,
+            Pointer::root(),
+            Some(patch),
+        );
+        cmd.headers = headers;
+        cmd
+    }
+
+    /// The update a merge command carries, `None` if it carries no clocks (a plain merge, e.g.
+    /// from a Ditto peer), or an error if its replication headers are malformed.
+    pub fn from_command(cmd: &ThingCommand) -> Result<Option<Update>> {
+        let other = &cmd.headers.other;
+        let Some(clocks) = header(other, CLOCKS) else {
+            return Ok(None);
+        };
+        if cmd.action != Action::Merge || !cmd.path.is_root() {
+            return Err(Error::field_invalid(
+                "Replicated changes must come as a merge command at '/'.",
+            ));
+        }
+        let text = |name: &str| -> Result<Arc<str>> {
+            match header(other, name) {
+                Some(Value::String(s)) if valid_instance(s) => Ok(Arc::from(s.as_str())),
+                _ => Err(Error::field_invalid(format!(
+                    "The header '{name}' must name an instance (letters, digits, '.', '_', '-', ':')."
+                ))),
+            }
+        };
+        let origin = text(ORIGIN)?;
+        let hops = match header(other, HOPS) {
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|h| match h.as_str() {
+                    Some(s) if valid_instance(s) => Ok(Arc::from(s)),
+                    _ => Err(Error::field_invalid(format!(
+                        "The header '{HOPS}' must list instance ids."
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            _ => {
+                return Err(Error::field_invalid(format!(
+                    "The header '{HOPS}' must be a non-empty array of instance ids."
+                )));
+            }
+        };
+        let empty = Map::new();
+        let extra = match header(other, VALUES) {
+            None => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(Error::field_invalid(format!(
+                    "The header '{VALUES}' must be a JSON object."
+                )));
+            }
+        };
+        let policy_id = match header(other, POLICY) {
+            None => None,
+            Some(Value::String(s)) => Some(PolicyId::new(s)?),
+            Some(_) => {
+                return Err(Error::field_invalid(format!(
+                    "The header '{POLICY}' must be a policy id."
+                )));
+            }
+        };
+        let values = cmd.value.clone().unwrap_or(Value::Null);
+        let changes = Replica::from_clocks(clocks, &values, extra)?;
+        for change in changes.changes() {
+            if let Some(first) = change.path.segments().first()
+                && (first == "thingId" || first == "policyId")
+            {
+                return Err(Error::field_invalid(format!(
+                    "'{}' is not replicated; an update cannot change it.",
+                    change.path
+                )));
+            }
+        }
+        Ok(Some(Update {
+            thing_id: cmd.thing_id.clone(),
+            origin,
+            hops,
+            policy_id,
+            changes,
+        }))
+    }
+}
+
+fn header<'a>(other: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    other
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Whether `id` may name an instance: 1 to 64 of letters, digits, `.`, `_`, `-`, `:`.
+pub fn valid_instance(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+impl From<Vec<Change>> for Replica {
+    fn from(changes: Vec<Change>) -> Replica {
+        let mut r = Replica::new();
+        for c in changes {
+            r.apply(c);
+        }
+        r
+    }
+}
