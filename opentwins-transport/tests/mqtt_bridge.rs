@@ -15,14 +15,13 @@ use opentwins_transport::mqtt::{
     ConnectionState, Mapping, MqttBridge, MqttConfig, MqttHandle, MqttMetrics, SubscriptionConfig,
 };
 use paho_mqtt as paho;
+
+mod common;
+use common::{PrivateBroker, require_services};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SUBJECT: &str = "test:mqtt";
-
-fn require_services() -> bool {
-    std::env::var("OPENTWINS_REQUIRE_SERVICES").as_deref() == Ok("1")
-}
 
 /// The shared broker's URL, or `None` (test skipped) when it is not running.
 fn broker() -> Option<String> {
@@ -651,87 +650,6 @@ async fn status_is_online_then_offline_and_offline_is_the_last_will() {
     })
     .await
     .expect("test hung");
-}
-
-/// A private Mosquitto on a free port with persistence in a temp dir.
-struct PrivateBroker {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    fn start() -> Option<PrivateBroker> {
-        if Command::new("mosquitto").arg("-h").output().is_err() {
-            assert!(
-                !require_services(),
-                "the mosquitto binary is not on PATH and OPENTWINS_REQUIRE_SERVICES=1"
-            );
-            eprintln!("\n!!! SKIPPED: the mosquitto binary is not on PATH !!!\n");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        // Mosquitto started as root drops to the `mosquitto` user, which must write here.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut b = PrivateBroker {
-            dir,
-            port,
-            child: None,
-        };
-        b.run();
-        Some(b)
-    }
-
-    fn url(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    fn run(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

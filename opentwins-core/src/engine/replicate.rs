@@ -81,6 +81,38 @@ impl Twins {
     }
 }
 
+impl Twins {
+    /// Re-stamps the current values at `paths` of a thing as a new local change (or their
+    /// absence as a removal), so they win over the peer changes a link refused there: how an
+    /// owner makes every instance converge to its value. Nothing visible changes here.
+    pub async fn reassert(&self, id: &crate::model::ThingId, paths: &[Pointer]) -> Result<()> {
+        let Some(thing) = self.get_thing(id) else {
+            return Ok(());
+        };
+        // The stamp is taken with the values: a local write after this has a newer stamp and
+        // wins, so re-asserting a value that just changed cannot undo the change.
+        let stamp = self.inner.clock.now();
+        let mut changes = Vec::new();
+        for path in paths {
+            match path.get(thing.body()) {
+                Some(v) => changes.extend(changes_for_modify(path, v, &stamp)),
+                None => changes.push(change_for_delete(path, &stamp)),
+            }
+        }
+        let me: Arc<str> = Arc::from(self.instance_id());
+        let update = Update {
+            thing_id: id.clone(),
+            origin: me,
+            hops: Vec::new(),
+            policy_id: None,
+            changes: Replica::from(changes),
+        };
+        self.apply_update(&AuthContext::system(), &update, None, false)
+            .await
+            .map(|_| ())
+    }
+}
+
 impl Inner {
     fn apply_update_sync(
         &self,

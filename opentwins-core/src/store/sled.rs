@@ -175,6 +175,13 @@ impl SledStore {
         })
     }
 
+    /// The sled database itself, for data that must be exactly as durable as the store's
+    /// writes: trees written in it before a write is handed to the store are flushed by that
+    /// write's group commit (a link's outbox lives here).
+    pub fn db(&self) -> &::sled::Db {
+        &self.db
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path

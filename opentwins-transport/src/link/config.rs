@@ -1,0 +1,300 @@
+//! Link configuration: what a link is, as data (TOML / JSON), separate from the running link.
+
+use serde::{Deserialize, Serialize};
+
+use opentwins_core::model::Pointer;
+
+/// One link between this instance and a peer. Every field but `name` and `peer` has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Unique among this instance's links (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// Where the peer is.
+    pub peer: PeerConfig,
+    /// Which way updates flow.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Only things matching this RQL filter are sent (evaluated on the thing after the change).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Path patterns sent and accepted (all when empty). A pattern is a JSON pointer whose
+    /// segments may be `*` (any one key), e.g. `/features/lane`, `/features/*/properties`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Path patterns never sent nor accepted, e.g. `/features/camera`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Path patterns this instance owns on this link: a peer's change there is refused and this
+    /// instance re-asserts its own value with a newer clock, so every instance converges to the
+    /// owner's value (AWS IoT's "device wins for reported, cloud wins for desired").
+    #[serde(default)]
+    pub owned: Vec<String>,
+    /// The subject the peer's updates are applied as (policies apply to peers too).
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// The policy of things a peer's update creates here, when the policy the update names
+    /// does not exist here. Without it, such things get a default policy for `subject`.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The peer's instance id, if known: updates that crossed it are not sent back to it.
+    #[serde(default)]
+    pub peer_instance: Option<String>,
+    /// Bound of the persistent outbox in bytes (default 64 MiB).
+    #[serde(default = "default_outbox_bytes")]
+    pub outbox_bytes: u64,
+}
+
+fn default_subject() -> String {
+    "link:peer".to_owned()
+}
+
+fn default_outbox_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// Which way a link carries updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// This instance's changes go to the peer.
+    Out,
+    /// The peer's changes come here.
+    In,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    /// Whether updates go out.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::Out | Direction::Both)
+    }
+
+    /// Whether updates come in.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::In | Direction::Both)
+    }
+}
+
+/// Where the peer is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PeerConfig {
+    /// Another instance in this process, by instance id (tests, examples, embedding).
+    #[serde(rename = "in-process")]
+    InProcess {
+        /// The peer's instance id.
+        instance: String,
+    },
+    /// An MQTT broker both instances use: updates are published to `publish` and read from
+    /// `subscribe` (an MQTT filter); messages this instance sent itself are ignored.
+    Mqtt {
+        /// `mqtt://host:port` or `mqtts://host:port`.
+        url: String,
+        /// Topic this instance publishes its updates to, e.g. `fleet/edge-1`.
+        publish: String,
+        /// Topic filter of the peer's updates, e.g. `fleet/hub` (none: send only).
+        #[serde(default)]
+        subscribe: Option<String>,
+        /// MQTT QoS of updates (1 or 2; default 1).
+        #[serde(default = "default_qos")]
+        qos: i32,
+        /// Client id (default: `{instance}-{link name}`); the broker keeps its session.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// User name and password, if the broker wants them.
+        #[serde(default)]
+        username: Option<String>,
+        /// Password for `username`.
+        #[serde(default)]
+        password: Option<String>,
+    },
+    /// The peer's HTTP API: updates are POSTed to `{url}/api/2/connections/{remote_link}/inbox`.
+    Http {
+        /// Base URL, e.g. `http://hub:8080`.
+        url: String,
+        /// The name of the peer's link that accepts these updates.
+        remote_link: String,
+        /// HTTP Basic user, if the peer wants one.
+        #[serde(default)]
+        username: Option<String>,
+        /// Password for `username`.
+        #[serde(default)]
+        password: Option<String>,
+        /// Bearer token (instead of Basic).
+        #[serde(default)]
+        token: Option<String>,
+    },
+}
+
+fn default_qos() -> i32 {
+    1
+}
+
+impl PeerConfig {
+    /// A short description for status pages (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            PeerConfig::InProcess { instance } => format!("in-process:{instance}"),
+            PeerConfig::Mqtt { url, publish, .. } => format!("{url} {publish}"),
+            PeerConfig::Http {
+                url, remote_link, ..
+            } => format!("{url} link {remote_link}"),
+        }
+    }
+}
+
+/// A path pattern: a pointer whose segments may be `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pattern(Vec<String>);
+
+impl Pattern {
+    pub(crate) fn parse(s: &str) -> Result<Pattern, String> {
+        let p = Pointer::parse(s).map_err(|e| format!("'{s}' is not a path pattern: {e}"))?;
+        Ok(Pattern(p.segments().to_vec()))
+    }
+
+    /// Whether `path` is at or below what the pattern names.
+    pub(crate) fn covers(&self, path: &Pointer) -> bool {
+        let segs = path.segments();
+        segs.len() >= self.0.len() && self.0.iter().zip(segs).all(|(p, s)| p == "*" || p == s)
+    }
+
+    /// Whether `path` is strictly above something the pattern names.
+    pub(crate) fn is_below(&self, path: &Pointer) -> bool {
+        let segs = path.segments();
+        segs.len() < self.0.len() && self.0.iter().zip(segs).all(|(p, s)| p == "*" || p == s)
+    }
+}
+
+/// The paths a link carries: include and exclude patterns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selection {
+    include: Vec<Pattern>,
+    exclude: Vec<Pattern>,
+}
+
+/// What a selection does with one change's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selected {
+    /// Carried as it is.
+    Yes,
+    /// Not carried.
+    No,
+    /// Above selected paths and above or beside unselected ones: a value or removal here
+    /// would replace what the link does not carry, so only "is an object" goes through.
+    AncestorOnly,
+}
+
+impl Selection {
+    pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<Selection, String> {
+        let parse = |v: &[String]| {
+            v.iter()
+                .map(|s| Pattern::parse(s))
+                .collect::<Result<_, _>>()
+        };
+        Ok(Selection {
+            include: parse(include)?,
+            exclude: parse(exclude)?,
+        })
+    }
+
+    pub(crate) fn is_everything(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    pub(crate) fn select(&self, path: &Pointer) -> Selected {
+        if self.exclude.iter().any(|p| p.covers(path)) {
+            return Selected::No;
+        }
+        let included = self.include.is_empty() || self.include.iter().any(|p| p.covers(path));
+        let above_excluded = self.exclude.iter().any(|p| p.is_below(path));
+        if included {
+            return if above_excluded {
+                Selected::AncestorOnly
+            } else {
+                Selected::Yes
+            };
+        }
+        if self.include.iter().any(|p| p.is_below(path)) {
+            Selected::AncestorOnly
+        } else {
+            Selected::No
+        }
+    }
+}
+
+/// Whether any of `patterns` covers `path`.
+pub(crate) fn covered(patterns: &[Pattern], path: &Pointer) -> bool {
+    patterns.iter().any(|p| p.covers(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pointer {
+        Pointer::parse(s).unwrap()
+    }
+
+    #[test]
+    fn selection_carries_included_paths_and_only_marks_above_them() {
+        let s = Selection::new(
+            &["/features/lane".into(), "/features/steering".into()],
+            &["/features/lane/properties/debug".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            s.select(&p("/features/lane/properties/offset")),
+            Selected::Yes
+        );
+        assert_eq!(s.select(&p("/features/steering")), Selected::Yes);
+        assert_eq!(
+            s.select(&p("/features/camera/properties/frame")),
+            Selected::No
+        );
+        assert_eq!(s.select(&p("/attributes")), Selected::No);
+        assert_eq!(s.select(&p("/features")), Selected::AncestorOnly);
+        assert_eq!(s.select(&p("/")), Selected::AncestorOnly);
+        assert_eq!(
+            s.select(&p("/features/lane/properties")),
+            Selected::AncestorOnly
+        );
+        assert_eq!(
+            s.select(&p("/features/lane/properties/debug/x")),
+            Selected::No
+        );
+        let all = Selection::new(&[], &["/features/*/properties/frame".into()]).unwrap();
+        assert_eq!(
+            all.select(&p("/features/cam/properties/frame")),
+            Selected::No
+        );
+        assert_eq!(all.select(&p("/features/cam/properties/x")), Selected::Yes);
+        assert_eq!(all.select(&p("/features/cam")), Selected::AncestorOnly);
+        assert_eq!(all.select(&p("/attributes/a")), Selected::Yes);
+        assert!(Selection::new(&["/a//b".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn configs_read_from_json_with_defaults() {
+        let c: LinkConfig = serde_json::from_str(
+            r#"{"name": "up", "peer": {"kind": "mqtt", "url": "mqtt://b:1883", "publish": "fleet/e1", "subscribe": "fleet/hub"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.direction, Direction::Both);
+        assert_eq!(c.subject, "link:peer");
+        assert!(matches!(c.peer, PeerConfig::Mqtt { qos: 1, .. }));
+        assert!(
+            serde_json::from_str::<LinkConfig>(
+                r#"{"name": "x", "peer": {"kind": "carrier-pigeon"}}"#
+            )
+            .is_err()
+        );
+        let ok = r#"{"name": "x", "peer": {"kind": "in-process", "instance": "a"}}"#;
+        assert!(serde_json::from_str::<LinkConfig>(ok).is_ok());
+        let extra = r#"{"name": "x", "peer": {"kind": "in-process", "instance": "a"}, "extra": 1}"#;
+        assert!(serde_json::from_str::<LinkConfig>(extra).is_err());
+    }
+}

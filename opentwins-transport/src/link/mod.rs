@@ -1,0 +1,656 @@
+//! Links between twin instances: the distributed twin of the paper (section 3.4), made correct
+//! for any number of instances (docs/distribution.md).
+//!
+//! A link is configuration ([`LinkConfig`]): a peer (in-process, MQTT broker, HTTP API), a
+//! direction, a selection of things and paths, and ownership rules. [`Links`] runs them:
+//!
+//! - outbound, an engine sink turns every event that carries changes ([`Provenance`]) into an
+//!   [`Update`] for each sending link whose peer has not applied it yet, and queues it in the
+//!   link's persistent [`outbox::Outbox`] (in the engine's own sled database, so the engine's
+//!   group commit makes it durable with the write); a sender task per link drains the outbox
+//!   to the peer in order and acknowledges only what the peer took;
+//! - inbound, [`Links::receive`] applies a peer's update through the engine under the link's
+//!   subject ([`Twins::apply_update`]: per-path last-writer-wins on hybrid logical clocks), and
+//!   re-asserts paths this instance owns on that link.
+//!
+//! Topologies (P2P, star, tree, hybrids) are only configurations of links: an update carries the
+//! instances it crossed, so none loops and none echoes back, and an instance forwards only what
+//! changed its own state, so each update crosses each link at most once per direction.
+
+mod config;
+mod http;
+mod mqtt;
+mod network;
+pub mod outbox;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentwins_core::Twins;
+use opentwins_core::engine::Applied;
+use opentwins_core::error::Error;
+use opentwins_core::model::{Pointer, PolicyId, Thing, ThingId};
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Message, ThingEvent};
+use opentwins_core::query::Filter;
+use opentwins_core::replica::{Cell, Change, Provenance, Replica, Update};
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use config::{Direction, LinkConfig, PeerConfig};
+use config::{Pattern, Selected, Selection, covered};
+pub use network::{Faults, Network};
+use outbox::{Coalesce, Outbox, OutboxConfig};
+
+/// Errors of link management (a peer's bad update is a Ditto [`Error`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The configuration is invalid.
+    #[error("link '{name}': {detail}")]
+    Config {
+        /// The link.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+}
+
+/// What a status page shows of one link.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkStatus {
+    /// The link's name.
+    pub name: String,
+    /// The peer (no secrets).
+    pub peer: String,
+    /// Which way updates flow.
+    pub direction: Direction,
+    /// Whether the last attempt to reach the peer succeeded.
+    pub connected: bool,
+    /// Updates waiting in the outbox.
+    pub backlog: u64,
+    /// Bytes waiting in the outbox.
+    pub backlog_bytes: u64,
+    /// Age of the oldest waiting update, in milliseconds (0 when none waits).
+    pub lag_ms: u64,
+    /// Updates delivered to the peer.
+    pub messages_out: u64,
+    /// Updates received from the peer.
+    pub messages_in: u64,
+    /// Received updates refused here (bad input, no permission); see `last_error`.
+    pub rejected: u64,
+    /// Sent updates the peer refused (they are not retried); see `last_error`.
+    pub refused_by_peer: u64,
+    /// Updates merged into pending ones because the outbox was full.
+    pub coalesced: u64,
+    /// Updates dropped because the outbox was full (their things are re-sent whole later).
+    pub dropped: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// The links of one instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Links {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    twins: Twins,
+    db: sled::Db,
+    network: Option<Network>,
+    links: RwLock<BTreeMap<String, Arc<Link>>>,
+}
+
+struct Link {
+    config: LinkConfig,
+    selection: Selection,
+    owned: Vec<Pattern>,
+    filter: Option<Filter>,
+    auth: AuthContext,
+    policy: Option<PolicyId>,
+    outbox: Option<Outbox>,
+    transport: Arc<dyn Transport>,
+    stats: Stats,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Stats {
+    connected: AtomicBool,
+    out: AtomicU64,
+    received: AtomicU64,
+    rejected: AtomicU64,
+    refused: AtomicU64,
+    /// Enqueue time (ms) of the oldest update being sent, 0 when idle.
+    sending_since: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+}
+
+/// How a link reaches its peer. `send` returns once the peer (or its broker) has the update:
+/// `Ok(None)` when taken, `Ok(Some(why))` when the peer refused it for good (retrying would not
+/// help: it is counted and skipped), `Err` when it may work later (it is retried).
+trait Transport: Send + Sync {
+    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a>;
+    fn close(&self) {}
+}
+
+type SendFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+
+impl Links {
+    /// Links for `twins`, with outboxes in `db` (pass the engine's own sled database when the
+    /// store is sled: an acknowledged write is then in the outbox as durably as in the store),
+    /// and `network` for in-process peers.
+    pub fn new(twins: Twins, db: sled::Db, network: Option<Network>) -> Links {
+        let inner = Arc::new(Shared {
+            twins: twins.clone(),
+            db,
+            network: network.clone(),
+            links: RwLock::new(BTreeMap::new()),
+        });
+        let weak: Weak<Shared> = Arc::downgrade(&inner);
+        twins.add_sink(Arc::new(
+            move |event: &ThingEvent, thing: Option<&Thing>| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.enqueue(event, thing);
+                }
+            },
+        ));
+        let links = Links { inner };
+        if let Some(n) = network {
+            n.register(links.instance_id(), &links);
+        }
+        links
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        self.inner.twins.instance_id()
+    }
+
+    /// The engine.
+    pub fn twins(&self) -> &Twins {
+        &self.inner.twins
+    }
+
+    /// Starts a link (replacing a running link of the same name, whose outbox it keeps).
+    pub async fn add(&self, config: LinkConfig) -> Result<(), LinkError> {
+        let bad = |detail: String| LinkError::Config {
+            name: config.name.clone(),
+            detail,
+        };
+        if !opentwins_core::replica::valid_instance(&config.name) || config.name.contains(':') {
+            return Err(bad(
+                "the name must be 1 to 64 of letters, digits, '.', '_', '-'".into(),
+            ));
+        }
+        let selection = Selection::new(&config.include, &config.exclude).map_err(&bad)?;
+        let owned = config
+            .owned
+            .iter()
+            .map(|s| Pattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&bad)?;
+        let filter = match &config.filter {
+            Some(f) => Some(Filter::parse(f).map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        let policy = match &config.policy {
+            Some(p) => Some(PolicyId::new(p).map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        let auth = AuthContext::new([config.subject.as_str()]);
+        self.remove(&config.name).await?;
+        let outbox = if config.direction.sends() {
+            Some(Outbox::open(
+                &self.inner.db,
+                &config.name,
+                OutboxConfig {
+                    max_bytes: config.outbox_bytes,
+                },
+                coalesce(),
+            )?)
+        } else {
+            None
+        };
+        let transport = self.transport(&config).map_err(bad)?;
+        let (stop, stopped) = watch::channel(false);
+        let link = Arc::new(Link {
+            selection,
+            owned,
+            filter,
+            auth,
+            policy,
+            outbox,
+            transport,
+            stats: Stats::default(),
+            stop,
+            config,
+        });
+        if link.outbox.is_some() {
+            tokio::spawn(send_loop(
+                Arc::downgrade(&self.inner),
+                link.clone(),
+                stopped,
+            ));
+        }
+        write(&self.inner.links).insert(link.config.name.clone(), link);
+        Ok(())
+    }
+
+    fn transport(&self, config: &LinkConfig) -> Result<Arc<dyn Transport>, String> {
+        Ok(match &config.peer {
+            PeerConfig::InProcess { instance } => {
+                let network = self
+                    .inner
+                    .network
+                    .clone()
+                    .ok_or("an in-process peer needs an in-process network")?;
+                Arc::new(network.transport(self.instance_id(), instance))
+            }
+            PeerConfig::Mqtt { .. } => mqtt::connect(self, config)?,
+            PeerConfig::Http { .. } => Arc::new(http::HttpPeer::new(&config.peer)?),
+        })
+    }
+
+    /// Stops a link and deletes its outbox. `false` if there was no such link.
+    pub async fn remove(&self, name: &str) -> Result<bool, LinkError> {
+        let Some(link) = write(&self.inner.links).remove(name) else {
+            return Ok(false);
+        };
+        let _ = link.stop.send(true);
+        link.transport.close();
+        Ok(true)
+    }
+
+    /// Stops a link and deletes its outbox (pending updates are lost).
+    pub async fn delete(&self, name: &str) -> Result<bool, LinkError> {
+        let existed = self.remove(name).await?;
+        Outbox::remove(&self.inner.db, name)?;
+        Ok(existed)
+    }
+
+    /// The configuration of every link.
+    pub fn configs(&self) -> Vec<LinkConfig> {
+        read(&self.inner.links)
+            .values()
+            .map(|l| l.config.clone())
+            .collect()
+    }
+
+    /// The status of every link, by name.
+    pub fn status(&self) -> Vec<LinkStatus> {
+        read(&self.inner.links)
+            .values()
+            .map(|l| l.status())
+            .collect()
+    }
+
+    /// Whether nothing waits in any outbox (tests wait for quiescence with it).
+    pub fn is_idle(&self) -> bool {
+        read(&self.inner.links)
+            .values()
+            .all(|l| l.outbox.as_ref().is_none_or(|o| o.stats().entries == 0))
+    }
+
+    /// Stops every link; outboxes stay for the next start.
+    pub async fn shutdown(&self) {
+        let names: Vec<String> = read(&self.inner.links).keys().cloned().collect();
+        for name in names {
+            let _ = self.remove(&name).await;
+        }
+    }
+
+    /// Applies an update a peer sent over link `name` (an encoded Ditto merge command with
+    /// replication headers, or a plain Ditto command). `auth` replaces the link's subject
+    /// when the transport authenticated the peer itself (HTTP). Returns once durable.
+    pub async fn receive(
+        &self,
+        name: &str,
+        auth: Option<&AuthContext>,
+        message: &[u8],
+    ) -> Result<Applied, Error> {
+        let link = read(&self.inner.links)
+            .get(name)
+            .filter(|l| l.config.direction.receives())
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    opentwins_core::error::ErrorKind::NotFound(opentwins_core::error::Level::Thing),
+                    format!("There is no link '{name}' that receives updates."),
+                )
+            })?;
+        link.stats.received.fetch_add(1, Ordering::Relaxed);
+        let result = self.apply(&link, auth, message).await;
+        if let Err(e) = &result {
+            link.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            link.stats.error(format!("refused an update: {e}"));
+        }
+        result
+    }
+
+    async fn apply(
+        &self,
+        link: &Link,
+        auth: Option<&AuthContext>,
+        message: &[u8],
+    ) -> Result<Applied, Error> {
+        let auth = auth.unwrap_or(&link.auth);
+        let Message::ThingCommand(cmd) = Message::from_slice(message)? else {
+            return Err(Error::field_invalid(
+                "A link carries twin commands (merge commands with clocks).",
+            ));
+        };
+        let Some(update) = Update::from_command(&cmd)? else {
+            // A plain Ditto command (a peer without clocks): applied as it is.
+            let outcome = self.inner.twins.apply(auth, cmd).await?;
+            return Ok(Applied {
+                changes: usize::from(!outcome.events.is_empty()),
+                revision: None,
+            });
+        };
+        let selected = link.select(&update);
+        let (owned, accepted): (Vec<Change>, Vec<Change>) = selected
+            .changes
+            .changes()
+            .partition(|c| c.cell != Cell::Object && covered(&link.owned, &c.path));
+        let accepted = Update {
+            changes: Replica::from(accepted),
+            ..selected
+        };
+        let applied = self
+            .inner
+            .twins
+            .apply_update(auth, &accepted, link.policy.as_ref(), true)
+            .await?;
+        if !owned.is_empty() {
+            let paths: Vec<Pointer> = owned.into_iter().map(|c| c.path).collect();
+            self.inner.twins.reassert(&update.thing_id, &paths).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Re-sends the whole replicated state of things (after the outbox dropped updates).
+    fn resync(&self, link: &Link, ids: Vec<Vec<u8>>) {
+        for id in ids {
+            let Some(thing) = std::str::from_utf8(&id)
+                .ok()
+                .and_then(|s| ThingId::new(s).ok())
+                .and_then(|id| self.inner.twins.get_thing(&id))
+            else {
+                continue;
+            };
+            let mut changes = thing.clocks().clone();
+            changes.fill_values(&replicated(thing.body()));
+            let me: Arc<str> = Arc::from(self.instance_id());
+            let provenance = Provenance {
+                origin: me.clone(),
+                hops: vec![me],
+                changes,
+            };
+            link.enqueue(&provenance, thing.id(), Some(&thing));
+        }
+    }
+}
+
+impl Shared {
+    fn enqueue(&self, event: &ThingEvent, thing: Option<&Thing>) {
+        let Some(provenance) = &event.provenance else {
+            return;
+        };
+        for link in read(&self.links).values() {
+            link.enqueue(provenance, &event.thing_id, thing);
+        }
+    }
+}
+
+impl Link {
+    fn enqueue(&self, provenance: &Provenance, id: &ThingId, thing: Option<&Thing>) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        if let Some(peer) = &self.config.peer_instance
+            && provenance.crossed(peer)
+        {
+            return;
+        }
+        if let (Some(filter), Some(thing)) = (&self.filter, thing)
+            && !filter.matches(thing)
+        {
+            return;
+        }
+        let update = self.select(&Update {
+            thing_id: id.clone(),
+            origin: provenance.origin.clone(),
+            hops: provenance.hops.clone(),
+            policy_id: thing.map(|t| t.policy_id().clone()),
+            changes: provenance.changes.clone(),
+        });
+        if update.changes.is_empty() {
+            return;
+        }
+        match outbox.push(id.as_str().as_bytes(), &encode(&update, now_ms())) {
+            Ok(outbox::Pushed::Dropped) => {
+                tracing::warn!(link = %self.config.name, thing = %id, "outbox full: update dropped, the thing will be re-sent whole");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(link = %self.config.name, error = %e, "outbox write failed");
+                self.stats.error(e);
+            }
+        }
+    }
+
+    /// The part of an update this link carries.
+    fn select(&self, update: &Update) -> Update {
+        if self.selection.is_everything() {
+            return update.clone();
+        }
+        let mut changes = Replica::new();
+        for change in update.changes.changes() {
+            match self.selection.select(&change.path) {
+                Selected::Yes => {
+                    changes.apply(change);
+                }
+                Selected::AncestorOnly => {
+                    // A value here would replace what the link does not carry: keep only
+                    // "is an object" (removals still remove).
+                    let cell = match change.cell {
+                        Cell::Value(_) => Cell::Object,
+                        other => other,
+                    };
+                    changes.apply(Change { cell, ..change });
+                }
+                Selected::No => {}
+            }
+        }
+        Update {
+            changes,
+            thing_id: update.thing_id.clone(),
+            origin: update.origin.clone(),
+            hops: update.hops.clone(),
+            policy_id: update.policy_id.clone(),
+        }
+    }
+
+    fn status(&self) -> LinkStatus {
+        let o = self.outbox.as_ref().map(Outbox::stats).unwrap_or_default();
+        let sending = self.stats.sending_since.load(Ordering::Relaxed);
+        let lag_ms = if sending == 0 || o.entries == 0 {
+            0
+        } else {
+            now_ms().saturating_sub(sending)
+        };
+        LinkStatus {
+            name: self.config.name.clone(),
+            peer: self.config.peer.describe(),
+            direction: self.config.direction,
+            connected: self.stats.connected.load(Ordering::Relaxed),
+            backlog: o.entries,
+            backlog_bytes: o.bytes,
+            lag_ms,
+            messages_out: self.stats.out.load(Ordering::Relaxed),
+            messages_in: self.stats.received.load(Ordering::Relaxed),
+            rejected: self.stats.rejected.load(Ordering::Relaxed),
+            refused_by_peer: self.stats.refused.load(Ordering::Relaxed),
+            coalesced: o.coalesced_total,
+            dropped: o.dropped_total,
+            last_error: self
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// Drains a link's outbox to its peer, in order, retrying with capped backoff.
+async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Receiver<bool>) {
+    let Some(outbox) = link.outbox.clone() else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let batch = match outbox.peek(64) {
+            Ok(b) => b,
+            Err(e) => {
+                link.stats.error(&e);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let oldest = batch.first().map_or(0, |e| enqueued_at(&e.payload));
+        link.stats.sending_since.store(oldest, Ordering::Relaxed);
+        if batch.is_empty() {
+            // Things whose updates the full outbox dropped are sent again whole.
+            match outbox.take_dropped_keys() {
+                Ok(ids) if !ids.is_empty() => {
+                    if let Some(shared) = links.upgrade() {
+                        Links { inner: shared }.resync(&link, ids);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => link.stats.error(e),
+            }
+            tokio::select! {
+                () = outbox.ready() => {}
+                _ = stopped.changed() => return,
+            }
+            continue;
+        }
+        for entry in batch {
+            loop {
+                let sent = tokio::select! {
+                    r = link.transport.send(message_of(&entry.payload)) => r,
+                    _ = stopped.changed() => return,
+                };
+                match sent {
+                    Ok(refused) => {
+                        link.stats.connected.store(true, Ordering::Relaxed);
+                        link.stats.out.fetch_add(1, Ordering::Relaxed);
+                        if let Some(why) = refused {
+                            tracing::warn!(link = %link.config.name, %why, "the peer refused an update");
+                            link.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            link.stats
+                                .error(format!("the peer refused an update: {why}"));
+                        }
+                        backoff = Duration::from_millis(50);
+                        break;
+                    }
+                    Err(e) => {
+                        if link.stats.connected.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(link = %link.config.name, error = %e, "peer unreachable; updates wait in the outbox");
+                        }
+                        link.stats.error(e);
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            _ = stopped.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Err(e) = outbox.ack(entry.seq) {
+                link.stats.error(e);
+            }
+        }
+    }
+}
+
+/// Outbox payload: 8 bytes of enqueue time (ms since the epoch), then the encoded command.
+fn encode(update: &Update, enqueued_ms: u64) -> Vec<u8> {
+    let message = Message::ThingCommand(update.to_command()).to_vec();
+    let mut out = Vec::with_capacity(8 + message.len());
+    out.extend_from_slice(&enqueued_ms.to_be_bytes());
+    out.extend_from_slice(&message);
+    out
+}
+
+fn enqueued_at(payload: &[u8]) -> u64 {
+    payload
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn message_of(payload: &[u8]) -> &[u8] {
+    payload.get(8..).unwrap_or_default()
+}
+
+fn decode(payload: &[u8]) -> Option<Update> {
+    match Message::from_slice(message_of(payload)).ok()? {
+        Message::ThingCommand(cmd) => Update::from_command(&cmd).ok().flatten(),
+        _ => None,
+    }
+}
+
+/// Joins two pending updates of one thing (same route): per path the newest change wins.
+fn coalesce() -> Coalesce {
+    Arc::new(|older: &[u8], newer: &[u8]| {
+        let mut a = decode(older)?;
+        let b = decode(newer)?;
+        a.absorb(&b).then(|| encode(&a, enqueued_at(older)))
+    })
+}
+
+fn replicated(body: &serde_json::Value) -> serde_json::Value {
+    match body {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .filter(|(k, _)| *k != "thingId" && *k != "policyId")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,153 @@
+//! Links over an MQTT broker: updates are published (QoS 1 or 2) to the link's `publish` topic
+//! and read from its `subscribe` filter, with `no_local` so an instance never reads its own.
+//!
+//! The client keeps an MQTT 5 persistent session (clean start off, one hour expiry): updates a
+//! peer publishes while this instance is away wait at the broker. Updates this instance cannot
+//! publish wait in the link's outbox; `send` fails fast while disconnected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paho_mqtt as paho;
+use tokio::sync::{mpsc, watch};
+
+use super::{LinkConfig, Links, PeerConfig, SendFuture, Transport};
+
+pub(super) struct MqttPeer {
+    client: paho::AsyncClient,
+    topic: String,
+    qos: i32,
+    stop: watch::Sender<bool>,
+}
+
+/// Connects (in the background, retrying) and starts reading the peer's updates.
+pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Transport>, String> {
+    let PeerConfig::Mqtt {
+        url,
+        publish,
+        subscribe,
+        qos,
+        client_id,
+        username,
+        password,
+    } = &config.peer
+    else {
+        unreachable!("called for MQTT peers only")
+    };
+    if !(1..=2).contains(qos) {
+        return Err(format!("qos must be 1 or 2, not {qos}"));
+    }
+    let uri = url
+        .replace("mqtts://", "ssl://")
+        .replace("mqtt://", "tcp://");
+    let client_id = client_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", links.instance_id(), config.name));
+    let create = paho::CreateOptionsBuilder::new()
+        .server_uri(uri)
+        .client_id(client_id)
+        .mqtt_version(paho::MQTT_VERSION_5)
+        .persistence(paho::PersistenceType::None)
+        .finalize();
+    let client = paho::AsyncClient::new(create).map_err(|e| e.to_string())?;
+    let mut props = paho::Properties::new();
+    props
+        .push_u32(paho::PropertyCode::SessionExpiryInterval, 3600)
+        .map_err(|e| e.to_string())?;
+    let mut b = paho::ConnectOptionsBuilder::new_v5();
+    b.clean_start(false)
+        .properties(props)
+        .keep_alive_interval(Duration::from_secs(10))
+        .automatic_reconnect(Duration::from_millis(100), Duration::from_secs(5));
+    if let Some(user) = username {
+        b.user_name(user);
+    }
+    if let Some(pass) = password {
+        b.password(pass.as_str());
+    }
+    if url.starts_with("mqtts://") {
+        b.ssl_options(paho::SslOptionsBuilder::new().finalize());
+    }
+    let options = b.finalize();
+
+    let (tx, mut rx) = mpsc::channel::<paho::Message>(1024);
+    client.set_message_callback(move |_, msg| {
+        if let Some(msg) = msg {
+            // Blocks the library's thread while the engine is behind: backpressure, no loss.
+            let _ = tx.blocking_send(msg);
+        }
+    });
+    let runtime = tokio::runtime::Handle::current();
+    if let Some(filter) = subscribe.clone() {
+        let qos = *qos;
+        client.set_connected_callback(move |cli| {
+            let (cli, filter) = (cli.clone(), filter.clone());
+            runtime.spawn(async move {
+                let opts = paho::SubscribeOptionsBuilder::new()
+                    .no_local(true)
+                    .finalize();
+                if let Err(e) = cli
+                    .subscribe_with_options(filter.as_str(), qos, opts, None)
+                    .await
+                {
+                    tracing::error!(%filter, error = %e, "link subscribe failed");
+                }
+            });
+        });
+    }
+    let (stop, mut stopped) = watch::channel(false);
+    let (c, name, links) = (client.clone(), config.name.clone(), links.clone());
+    tokio::spawn(async move {
+        // The first connection, retried (the library reconnects by itself only afterwards).
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                r = c.connect(options.clone()) => match r {
+                    Ok(_) => break,
+                    Err(e) => tracing::debug!(link = %name, error = %e, "link connect failed"),
+                },
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => return },
+                _ = stopped.wait_for(|s| *s) => break,
+            };
+            // A refused update is counted by `receive`; the broker has already been answered.
+            let _ = links.receive(&name, None, msg.payload()).await;
+        }
+        let _ = c.disconnect(paho::DisconnectOptions::new()).await;
+    });
+    Ok(Arc::new(MqttPeer {
+        client,
+        topic: publish.clone(),
+        qos: *qos,
+        stop,
+    }))
+}
+
+impl Transport for MqttPeer {
+    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
+        Box::pin(async move {
+            if !self.client.is_connected() {
+                return Err("not connected to the broker".to_owned());
+            }
+            let msg = paho::Message::new(self.topic.as_str(), message, self.qos);
+            match tokio::time::timeout(Duration::from_secs(10), self.client.publish(msg)).await {
+                Ok(Ok(())) => Ok(None),
+                Ok(Err(e)) => Err(format!("publish failed: {e}")),
+                Err(_) => Err("publish not acknowledged within 10 s".to_owned()),
+            }
+        })
+    }
+
+    fn close(&self) {
+        let _ = self.stop.send(true);
+    }
+}

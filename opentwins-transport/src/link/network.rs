@@ -1,0 +1,162 @@
+//! In-process peers: instances in one process reach each other through a [`Network`], which
+//! tests also use to inject faults (delay, duplication, reordering, a peer that is down).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::{Links, PeerConfig, SendFuture, Shared, Transport, read};
+
+/// Faults a [`Network`] injects into every delivery (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Seed of the fault decisions.
+    pub seed: u64,
+    /// Each delivery waits a random time up to this long (so deliveries overtake each other).
+    pub max_delay: Duration,
+    /// Probability that a delivery happens twice.
+    pub duplicate: f64,
+}
+
+/// Instances of one process, by instance id. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Network {
+    inner: Arc<NetworkInner>,
+}
+
+#[derive(Default)]
+struct NetworkInner {
+    instances: Mutex<HashMap<String, Weak<Shared>>>,
+    down: Mutex<Vec<String>>,
+    faults: Mutex<Option<(Faults, u64)>>,
+    in_flight: AtomicUsize,
+}
+
+impl Network {
+    /// A network without faults.
+    pub fn new() -> Network {
+        Network::default()
+    }
+
+    /// A network that injects `faults` into every delivery.
+    pub fn with_faults(faults: Faults) -> Network {
+        let n = Network::default();
+        let seed = faults.seed;
+        *lock(&n.inner.faults) = Some((faults, seed));
+        n
+    }
+
+    pub(super) fn register(&self, instance: &str, links: &Links) {
+        lock(&self.inner.instances).insert(instance.to_owned(), Arc::downgrade(&links.inner));
+    }
+
+    /// Makes `instance` unreachable (`true`) or reachable again: deliveries to it fail, so
+    /// updates wait in the senders' outboxes.
+    pub fn set_down(&self, instance: &str, down: bool) {
+        let mut list = lock(&self.inner.down);
+        list.retain(|i| i != instance);
+        if down {
+            list.push(instance.to_owned());
+        }
+    }
+
+    /// Deliveries started and not finished (delayed ones included).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn transport(&self, from: &str, to: &str) -> InProcessPeer {
+        InProcessPeer {
+            network: self.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
+    }
+
+    /// The next fault decision: (delay, duplicate).
+    fn roll(&self) -> (Duration, bool) {
+        let mut faults = lock(&self.inner.faults);
+        let Some((f, state)) = faults.as_mut() else {
+            return (Duration::ZERO, false);
+        };
+        let mut next = || {
+            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = *state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as f64 / u64::MAX as f64
+        };
+        let delay = f.max_delay.mul_f64(next());
+        (delay, next() < f.duplicate)
+    }
+}
+
+/// The transport of a link to an in-process peer.
+pub(super) struct InProcessPeer {
+    network: Network,
+    from: String,
+    to: String,
+}
+
+impl InProcessPeer {
+    /// The peer's links and the name of its link back to us.
+    fn target(&self) -> Result<(Links, String), String> {
+        if lock(&self.network.inner.down).contains(&self.to) {
+            return Err(format!("instance '{}' is down", self.to));
+        }
+        let shared = lock(&self.network.inner.instances)
+            .get(&self.to)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| format!("no instance '{}' in this process", self.to))?;
+        let name = read(&shared.links)
+            .values()
+            .find(|l| {
+                l.config.direction.receives()
+                    && matches!(&l.config.peer, PeerConfig::InProcess { instance } if *instance == self.from)
+            })
+            .map(|l| l.config.name.clone())
+            .ok_or_else(|| format!("instance '{}' has no link from '{}'", self.to, self.from))?;
+        Ok((Links { inner: shared }, name))
+    }
+}
+
+impl Transport for InProcessPeer {
+    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
+        Box::pin(async move {
+            let (links, name) = self.target()?;
+            let (delay, twice) = self.network.roll();
+            if delay.is_zero() && !twice {
+                // Faithful delivery: the peer has it (durably) when this returns.
+                return match links.receive(&name, None, message).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if e.status() >= 500 => Err(e.to_string()),
+                    Err(e) => Ok(Some(e.to_string())),
+                };
+            }
+            // Faulty delivery: acknowledged now, delivered later (maybe twice, maybe after
+            // later updates).
+            let copies = if twice { 2 } else { 1 };
+            for copy in 0..copies {
+                let (links, name, message) = (links.clone(), name.clone(), message.to_vec());
+                let network = self.network.clone();
+                let delay = if copy == 0 {
+                    delay
+                } else {
+                    self.network.roll().0
+                };
+                network.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = links.receive(&name, None, &message).await;
+                    network.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            Ok(None)
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

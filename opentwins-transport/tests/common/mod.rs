@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests that need services.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Whether missing services fail the test instead of skipping it (CI sets it).
+pub fn require_services() -> bool {
+    std::env::var("OPENTWINS_REQUIRE_SERVICES").as_deref() == Ok("1")
+}
+
+/// A private Mosquitto on a free port with persistence in a temp dir.
+pub struct PrivateBroker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub fn start() -> Option<PrivateBroker> {
+        if Command::new("mosquitto").arg("-h").output().is_err() {
+            assert!(
+                !require_services(),
+                "the mosquitto binary is not on PATH and OPENTWINS_REQUIRE_SERVICES=1"
+            );
+            eprintln!("\n!!! SKIPPED: the mosquitto binary is not on PATH !!!\n");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        // Mosquitto started as root drops to the `mosquitto` user, which must write here.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
+        let mut b = PrivateBroker {
+            dir,
+            port,
+            child: None,
+        };
+        b.run();
+        Some(b)
+    }
+
+    pub fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

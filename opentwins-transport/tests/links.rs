@@ -1,0 +1,477 @@
+//! Distributed twins over links: convergence of 3 to 5 instances in P2P, star and tree
+//! topologies under delayed, duplicated and reordered delivery; no update crossing a link twice;
+//! outbox survival of a dropped instance; ownership; selection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentwins_core::model::PolicyId;
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
+use opentwins_core::store::{SledConfig, SledStore};
+use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
+use opentwins_transport::link::{Direction, Faults, LinkConfig, Links, Network, PeerConfig};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn writer() -> AuthContext {
+    AuthContext::new(["test:writer"])
+}
+
+/// An instance: engine (memory store), links, outboxes in a temporary sled database.
+async fn instance(id: &str, network: &Network) -> Links {
+    let twins = Twins::in_memory(EngineConfig {
+        instance_id: id.into(),
+        ..EngineConfig::default()
+    });
+    let policy = json!({"entries": {"all": {
+        "subjects": {"test:writer": {"type": "test"}, "link:peer": {"type": "link"}},
+        "resources": {
+            "thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
+            "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}
+        }
+    }}});
+    let cmd = PolicyCommand {
+        policy_id: PolicyId::new("t:policy").unwrap(),
+        action: Action::Create,
+        path: Pointer::root(),
+        value: Some(policy),
+        headers: Headers::default(),
+    };
+    twins.apply_policy(&writer(), cmd).await.unwrap();
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    Links::new(twins, db, Some(network.clone()))
+}
+
+fn link_to(peer: &str) -> LinkConfig {
+    LinkConfig {
+        name: format!("to-{peer}"),
+        peer: PeerConfig::InProcess {
+            instance: peer.into(),
+        },
+        direction: Direction::Both,
+        filter: None,
+        include: Vec::new(),
+        exclude: Vec::new(),
+        owned: Vec::new(),
+        subject: "link:peer".into(),
+        policy: None,
+        peer_instance: Some(peer.into()),
+        outbox_bytes: 64 << 20,
+    }
+}
+
+async fn connect(a: &Links, b: &Links) {
+    a.add(link_to(b.instance_id())).await.unwrap();
+    b.add(link_to(a.instance_id())).await.unwrap();
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Topology {
+    Mesh,
+    Star,
+    Tree,
+}
+
+/// Links `nodes` into `topology`: mesh = every pair; star = all to node 0; tree = node i to
+/// node (i-1)/2.
+async fn wire(nodes: &[Links], topology: Topology) {
+    for i in 1..nodes.len() {
+        match topology {
+            Topology::Mesh => {
+                for j in 0..i {
+                    connect(&nodes[i], &nodes[j]).await;
+                }
+            }
+            Topology::Star => connect(&nodes[i], &nodes[0]).await,
+            Topology::Tree => connect(&nodes[i], &nodes[(i - 1) / 2]).await,
+        }
+    }
+}
+
+/// Waits until no outbox holds anything and nothing is in flight, several times in a row.
+async fn quiesce(nodes: &[Links], network: &Network) {
+    let mut calm = 0;
+    while calm < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if network.in_flight() == 0 && nodes.iter().all(Links::is_idle) {
+            calm += 1;
+        } else {
+            calm = 0;
+        }
+    }
+}
+
+fn body(links: &Links, id: &str) -> Option<Value> {
+    links
+        .twins()
+        .get_thing(&ThingId::new(id).unwrap())
+        .map(|t| t.body().clone())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Merge(u8, &'static str, Value),
+    Modify(u8, &'static str, Value),
+    Delete(u8, &'static str),
+    DeleteThing(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let thing = 0u8..2;
+    let path = prop::sample::select(vec![
+        "/attributes",
+        "/attributes/a",
+        "/features/f/properties",
+        "/features/f/properties/x",
+        "/features/g",
+    ]);
+    let value = prop_oneof![
+        (0i32..50).prop_map(|n| json!(n)),
+        Just(json!({"x": 1, "y": {"z": 2}})),
+        Just(json!({"x": null})),
+        Just(json!({"properties": {"p": "v"}})),
+        Just(Value::Null),
+    ];
+    prop_oneof![
+        4 => (thing.clone(), path.clone(), value.clone()).prop_map(|(t, p, v)| Op::Merge(t, p, v)),
+        2 => (thing.clone(), path.clone(), value).prop_map(|(t, p, v)| Op::Modify(t, p, v)),
+        2 => (thing.clone(), path).prop_map(|(t, p)| Op::Delete(t, p)),
+        1 => thing.prop_map(Op::DeleteThing),
+    ]
+}
+
+async fn run(twins: &Twins, op: &Op) {
+    let id = |t: &u8| ThingId::new(&format!("t:thing{t}")).unwrap();
+    let p = |s: &str| Pointer::parse(s).unwrap();
+    let cmd = match op {
+        Op::Merge(t, path, v) => ThingCommand::new(id(t), Action::Merge, p(path), Some(v.clone())),
+        Op::Modify(t, path, v) => {
+            ThingCommand::new(id(t), Action::Modify, p(path), Some(v.clone()))
+        }
+        Op::Delete(t, path) => ThingCommand::new(id(t), Action::Delete, p(path), None),
+        Op::DeleteThing(t) => ThingCommand::new(id(t), Action::Delete, Pointer::root(), None),
+    };
+    // Many commands fail (a path that is not there, a thing that does not exist yet): the
+    // instance refuses them as it would any client's; only what succeeds replicates.
+    if twins.apply(&writer(), cmd.clone()).await.is_err() && cmd.action == Action::Merge {
+        let create = json!({"policyId": "t:policy", "attributes": {"created": true}});
+        let c = ThingCommand::new(
+            cmd.thing_id.clone(),
+            Action::Modify,
+            Pointer::root(),
+            Some(create),
+        );
+        let _ = twins.apply(&writer(), c).await;
+    }
+}
+
+fn converge_case(n: usize, topology: Topology, ops: Vec<(usize, Op, u8)>, seed: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        tokio::time::timeout(LIMIT, async move {
+            let network = Network::with_faults(Faults {
+                seed,
+                max_delay: Duration::from_millis(15),
+                duplicate: 0.2,
+            });
+            let mut nodes = Vec::new();
+            for i in 0..n {
+                nodes.push(instance(&format!("i{i}"), &network).await);
+            }
+            wire(&nodes, topology).await;
+            for (at, op, pause) in &ops {
+                run(nodes[at % n].twins(), op).await;
+                tokio::time::sleep(Duration::from_millis(u64::from(*pause % 4))).await;
+            }
+            quiesce(&nodes, &network).await;
+            for t in 0..2 {
+                let id = format!("t:thing{t}");
+                let first = body(&nodes[0], &id);
+                for (i, node) in nodes.iter().enumerate().skip(1) {
+                    assert_eq!(
+                        body(node, &id),
+                        first,
+                        "instance i{i} differs from i0 on {id} ({topology:?})"
+                    );
+                }
+            }
+            for node in &nodes {
+                node.shutdown().await;
+            }
+        })
+        .await
+        .expect("convergence test hung");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever the writes, the topology and the delivery (delayed, duplicated, reordered):
+    /// after quiescence every instance holds identical things.
+    #[test]
+    fn instances_converge_in_every_topology(
+        n in 3usize..=5,
+        topology in prop::sample::select(vec![Topology::Mesh, Topology::Star, Topology::Tree]),
+        ops in prop::collection::vec((0usize..5, op(), any::<u8>()), 5..40),
+        seed in any::<u64>(),
+    ) {
+        converge_case(n, topology, ops, seed);
+    }
+}
+
+#[tokio::test]
+async fn a_mesh_of_four_never_sends_an_update_twice_over_a_link() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let mut nodes = Vec::new();
+        for i in 0..4 {
+            nodes.push(instance(&format!("m{i}"), &network).await);
+        }
+        wire(&nodes, Topology::Mesh).await;
+        let create = json!({"policyId": "t:policy", "attributes": {"n": 0}});
+        let id = ThingId::new("t:mesh").unwrap();
+        let c = ThingCommand::new(id.clone(), Action::Modify, Pointer::root(), Some(create));
+        nodes[0].twins().apply(&writer(), c).await.unwrap();
+        quiesce(&nodes, &network).await;
+        for n in 1..=5 {
+            let m = ThingCommand::new(
+                id.clone(),
+                Action::Merge,
+                Pointer::parse("/attributes").unwrap(),
+                Some(json!({"n": n})),
+            );
+            nodes[n % 4].twins().apply(&writer(), m).await.unwrap();
+            quiesce(&nodes, &network).await;
+        }
+        for node in &nodes {
+            assert_eq!(body(node, "t:mesh").unwrap()["attributes"]["n"], 5);
+        }
+        // 6 writes; each directed link (12 of them) carries each write at most once, and the
+        // writer's own 3 links carry it exactly once.
+        let mut total = 0;
+        for node in &nodes {
+            for s in node.status() {
+                assert!(
+                    s.messages_out <= 6,
+                    "{} -> {}: {}",
+                    node.instance_id(),
+                    s.name,
+                    s.messages_out
+                );
+                total += s.messages_out;
+            }
+        }
+        assert!(total >= 6 * 3, "total {total}");
+        assert!(total <= 6 * 12, "total {total}");
+    })
+    .await
+    .unwrap();
+}
+
+/// Counts, in order, the values of `attributes/n` that arrive at an instance.
+fn record_n(links: &Links) -> Arc<Mutex<Vec<i64>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    links.twins().add_sink(Arc::new(
+        move |e: &opentwins_core::protocol::ThingEvent, _: Option<&opentwins_core::Thing>| {
+            if let Some(n) = e
+                .value
+                .as_ref()
+                .and_then(|v| v.pointer("/attributes/n"))
+                .and_then(Value::as_i64)
+            {
+                s.lock().unwrap().push(n);
+            }
+        },
+    ));
+    seen
+}
+
+#[test]
+fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = Network::new();
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (b, seen) = main.block_on(async {
+        let b = instance("b", &network).await;
+        b.add(link_to("a")).await.unwrap();
+        let seen = record_n(&b);
+        (b, seen)
+    });
+    network.set_down("b", true);
+    let open_a = |network: Network, dir: std::path::PathBuf| async move {
+        let store = SledStore::open(SledConfig::new(dir)).unwrap();
+        let db = store.db().clone();
+        let twins = Twins::open(
+            EngineConfig {
+                instance_id: "a".into(),
+                ..EngineConfig::default()
+            },
+            Arc::new(store),
+        )
+        .unwrap();
+        let links = Links::new(twins, db, Some(network));
+        links.add(link_to("b")).await.unwrap();
+        links
+    };
+    // Instance a writes 1,000 updates while b is down, then is dropped with its runtime (no
+    // shutdown, its sender task killed mid-flight).
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = open_a(network.clone(), dir.path().to_owned()).await;
+            if a.twins()
+                .get_policy(&PolicyId::new("t:policy").unwrap())
+                .is_none()
+            {
+                let policy = json!({"entries": {"all": {
+                    "subjects": {"test:writer": {"type": "test"}, "link:peer": {"type": "link"}},
+                    "resources": {"thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
+                                  "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}}
+                }}});
+                let cmd = PolicyCommand {
+                    policy_id: PolicyId::new("t:policy").unwrap(),
+                    action: Action::Create,
+                    path: Pointer::root(),
+                    value: Some(policy),
+                    headers: Headers::default(),
+                };
+                a.twins().apply_policy(&writer(), cmd).await.unwrap();
+            }
+            let id = ThingId::new("t:car").unwrap();
+            let create = json!({"policyId": "t:policy", "attributes": {"n": -1}});
+            let mut c =
+                ThingCommand::new(id.clone(), Action::Modify, Pointer::root(), Some(create));
+            c.headers.requested_acks = Some(vec!["twin-persisted".into()]);
+            a.twins().apply(&writer(), c).await.unwrap();
+            for n in 0..1000 {
+                let mut m = ThingCommand::new(
+                    id.clone(),
+                    Action::Merge,
+                    Pointer::parse("/attributes").unwrap(),
+                    Some(json!({"n": n})),
+                );
+                m.headers.requested_acks = Some(vec!["twin-persisted".into()]);
+                a.twins().apply(&writer(), m).await.unwrap();
+            }
+            let s = &a.status()[0];
+            assert_eq!(s.backlog, 1001);
+            assert!(!s.connected);
+        });
+        // Dropped with its runtime: tasks are killed, nothing is shut down.
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+    // a starts again from its directory; b comes back.
+    main.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            let a = open_a(network.clone(), dir.path().to_owned()).await;
+            assert_eq!(a.status()[0].backlog, 1001, "the outbox did not survive");
+            network.set_down("b", false);
+            while !a.is_idle() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let seen = seen.lock().unwrap().clone();
+            let expected: Vec<i64> = (-1..1000).collect();
+            assert_eq!(seen, expected, "not every update arrived once and in order");
+            assert_eq!(b.status()[0].messages_in, 1001);
+            assert_eq!(body(&b, "t:car").unwrap()["attributes"], json!({"n": 999}));
+            a.shutdown().await;
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[tokio::test]
+async fn owned_paths_win_and_selection_keeps_paths_local() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let hub = instance("hub", &network).await;
+        let edge = instance("edge", &network).await;
+        // The edge owns reported state and never sends its camera; the hub owns desired state.
+        hub.add(LinkConfig {
+            owned: vec!["/features/*/desiredProperties".into()],
+            ..link_to("edge")
+        })
+        .await
+        .unwrap();
+        edge.add(LinkConfig {
+            owned: vec!["/features/*/properties".into()],
+            exclude: vec!["/features/camera".into()],
+            ..link_to("hub")
+        })
+        .await
+        .unwrap();
+        let id = ThingId::new("t:car").unwrap();
+        let create = json!({"policyId": "t:policy", "features": {
+            "camera": {"properties": {"frame": "jpeg..."}},
+            "speed": {"properties": {"value": 10}, "desiredProperties": {"value": 10}}
+        }});
+        let c = ThingCommand::new(id.clone(), Action::Modify, Pointer::root(), Some(create));
+        edge.twins().apply(&writer(), c).await.unwrap();
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        let at_hub = body(&hub, "t:car").unwrap();
+        assert!(
+            at_hub["features"].get("camera").is_none(),
+            "the camera crossed: {at_hub}"
+        );
+        assert_eq!(at_hub["features"]["speed"]["properties"]["value"], 10);
+
+        // The hub writes both sections; the edge writes both too, later (newer clocks).
+        let merge = |path: &str, v: Value| {
+            ThingCommand::new(
+                id.clone(),
+                Action::Merge,
+                Pointer::parse(path).unwrap(),
+                Some(v),
+            )
+        };
+        hub.twins()
+            .apply(
+                &writer(),
+                merge(
+                    "/features/speed",
+                    json!({"desiredProperties": {"value": 30}, "properties": {"value": 99}}),
+                ),
+            )
+            .await
+            .unwrap();
+        edge.twins()
+            .apply(
+                &writer(),
+                merge(
+                    "/features/speed",
+                    json!({"desiredProperties": {"value": 5}, "properties": {"value": 12}}),
+                ),
+            )
+            .await
+            .unwrap();
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        let speed = |l: &Links| body(l, "t:car").unwrap()["features"]["speed"].clone();
+        // Desired: the hub's value, although the edge wrote later. Reported: the edge's.
+        let expected = json!({"properties": {"value": 12}, "desiredProperties": {"value": 30}});
+        assert_eq!(speed(&hub), expected);
+        assert_eq!(speed(&edge), expected);
+        assert_eq!(
+            body(&edge, "t:car").unwrap()["features"]["camera"]["properties"]["frame"],
+            "jpeg..."
+        );
+    })
+    .await
+    .unwrap();
+}
