@@ -4,5 +4,6 @@
 //! every error is the engine's Ditto-style error, rendered.
 
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod mqtt;
