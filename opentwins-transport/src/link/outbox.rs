@@ -420,26 +420,26 @@ impl Outbox {
             return Err(inner.destroyed());
         }
         let size = (key.len() + payload.len()) as u64;
-        if st.bytes.saturating_add(size) <= inner.max_bytes {
-            if let Some(value) = encode_entry(key, payload) {
-                let seq = st.next_seq;
-                inner
-                    .entries
-                    .insert(seq.to_be_bytes(), value)
-                    .map_err(|e| inner.storage("writing an entry", e))?;
-                st.next_seq += 1;
-                st.bytes += size;
-                st.queued_total += 1;
-                let key: Arc<[u8]> = match st.newest.get_key_value(key) {
-                    Some((k, _)) => k.clone(),
-                    None => Arc::from(key),
-                };
-                st.newest.insert(key.clone(), seq);
-                st.pending.insert(seq, Pending { key, size });
-                drop(st);
-                inner.notify.notify_waiters();
-                return Ok(Pushed::Queued { seq });
-            }
+        if st.bytes.saturating_add(size) <= inner.max_bytes
+            && let Some(value) = encode_entry(key, payload)
+        {
+            let seq = st.next_seq;
+            inner
+                .entries
+                .insert(seq.to_be_bytes(), value)
+                .map_err(|e| inner.storage("writing an entry", e))?;
+            st.next_seq += 1;
+            st.bytes += size;
+            st.queued_total += 1;
+            let key: Arc<[u8]> = match st.newest.get_key_value(key) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(key),
+            };
+            st.newest.insert(key.clone(), seq);
+            st.pending.insert(seq, Pending { key, size });
+            drop(st);
+            inner.notify.notify_waiters();
+            return Ok(Pushed::Queued { seq });
         }
         if !st.full_logged {
             st.full_logged = true;
@@ -455,10 +455,9 @@ impl Outbox {
             .get(key)
             .copied()
             .filter(|&seq| seq > st.in_flight_through)
+            && let Some(seq) = inner.coalesce_into(&mut st, seq, key, payload)?
         {
-            if let Some(seq) = inner.coalesce_into(&mut st, seq, key, payload)? {
-                return Ok(Pushed::Coalesced { seq });
-            }
+            return Ok(Pushed::Coalesced { seq });
         }
         let token = inner
             .db
@@ -487,7 +486,7 @@ impl Outbox {
             let Some(&first) = seqs.next() else {
                 return Ok(Vec::new());
             };
-            let last = seqs.last().copied().unwrap_or(first);
+            let last = seqs.next_back().copied().unwrap_or(first);
             st.in_flight_through = st.in_flight_through.max(last);
             (first, last)
         };
@@ -896,6 +895,6 @@ mod tests {
         let r = std::thread::spawn(move || ob2.push(b"k", b"345")).join();
         assert!(r.is_err());
         assert_eq!(ob.stats().bytes, 3);
-        assert_eq!(ob.push(b"j", b"1").unwrap(), Pushed::Queued { seq: 2 });
+        assert_eq!(ob.push(b"j", b"").unwrap(), Pushed::Queued { seq: 2 });
     }
 }
