@@ -6,62 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentwins_core::model::PolicyId;
-use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
+use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::store::{SledConfig, SledStore};
 use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
-use opentwins_transport::link::{Direction, Faults, LinkConfig, Links, Network, PeerConfig};
+use opentwins_transport::link::{Faults, LinkConfig, Links, Network};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn writer() -> AuthContext {
-    AuthContext::new(["test:writer"])
-}
-
-/// An instance: engine (memory store), links, outboxes in a temporary sled database.
-async fn instance(id: &str, network: &Network) -> Links {
-    let twins = Twins::in_memory(EngineConfig {
-        instance_id: id.into(),
-        ..EngineConfig::default()
-    });
-    let policy = json!({"entries": {"all": {
-        "subjects": {"test:writer": {"type": "test"}, "link:peer": {"type": "link"}},
-        "resources": {
-            "thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
-            "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}
-        }
-    }}});
-    let cmd = PolicyCommand {
-        policy_id: PolicyId::new("t:policy").unwrap(),
-        action: Action::Create,
-        path: Pointer::root(),
-        value: Some(policy),
-        headers: Headers::default(),
-    };
-    twins.apply_policy(&writer(), cmd).await.unwrap();
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    Links::new(twins, db, Some(network.clone()))
-}
-
-fn link_to(peer: &str) -> LinkConfig {
-    LinkConfig {
-        name: format!("to-{peer}"),
-        peer: PeerConfig::InProcess {
-            instance: peer.into(),
-        },
-        direction: Direction::Both,
-        filter: None,
-        include: Vec::new(),
-        exclude: Vec::new(),
-        owned: Vec::new(),
-        subject: "link:peer".into(),
-        policy: None,
-        peer_instance: Some(peer.into()),
-        outbox_bytes: 64 << 20,
-    }
-}
+mod common;
+use common::{instance, link_to, writer};
 
 async fn connect(a: &Links, b: &Links) {
     a.add(link_to(b.instance_id())).await.unwrap();
@@ -339,19 +294,7 @@ fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order()
                 .get_policy(&PolicyId::new("t:policy").unwrap())
                 .is_none()
             {
-                let policy = json!({"entries": {"all": {
-                    "subjects": {"test:writer": {"type": "test"}, "link:peer": {"type": "link"}},
-                    "resources": {"thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
-                                  "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}}
-                }}});
-                let cmd = PolicyCommand {
-                    policy_id: PolicyId::new("t:policy").unwrap(),
-                    action: Action::Create,
-                    path: Pointer::root(),
-                    value: Some(policy),
-                    headers: Headers::default(),
-                };
-                a.twins().apply_policy(&writer(), cmd).await.unwrap();
+                common::provision(a.twins()).await;
             }
             let id = ThingId::new("t:car").unwrap();
             let create = json!({"policyId": "t:policy", "attributes": {"n": -1}});

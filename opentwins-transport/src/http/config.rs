@@ -19,6 +19,8 @@ pub struct HttpConfig {
     pub ws_max_in_flight: usize,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Subjects that may manage `/api/2/connections` (none by default).
+    pub admin_subjects: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -29,6 +31,7 @@ impl Default for HttpConfig {
             default_timeout_ms: 10_000,
             ws_max_in_flight: 64,
             auth: AuthConfig::default(),
+            admin_subjects: Vec::new(),
         }
     }
 }

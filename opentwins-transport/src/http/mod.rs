@@ -16,6 +16,7 @@
 
 mod auth;
 mod config;
+mod connections;
 mod error;
 pub mod metrics;
 mod policies;
@@ -67,6 +68,7 @@ pub struct HttpState {
 
 struct Shared {
     twins: Twins,
+    links: std::sync::OnceLock<crate::link::Links>,
     config: HttpConfig,
     auth: auth::Authenticator,
     metrics: HttpMetrics,
@@ -128,6 +130,7 @@ impl HttpState {
         Ok(HttpState {
             inner: Arc::new(Shared {
                 twins,
+                links: std::sync::OnceLock::new(),
                 config,
                 auth,
                 metrics,
@@ -138,6 +141,18 @@ impl HttpState {
     /// The engine.
     pub fn twins(&self) -> &Twins {
         &self.inner.twins
+    }
+
+    /// Serves `/api/2/connections` for these links (the same engine's). Set once: later
+    /// calls change nothing.
+    pub fn with_links(self, links: crate::link::Links) -> Self {
+        let _ = self.inner.links.set(links);
+        self
+    }
+
+    /// The links `/api/2/connections` manages, if any.
+    pub fn links(&self) -> Option<&crate::link::Links> {
+        self.inner.links.get()
     }
 
     /// The configuration.
@@ -193,6 +208,9 @@ pub fn app(state: HttpState) -> Router {
         .route("/api/2/search/things/count", any(search::count))
         .route("/api/2/policies/{policy_id}", any(policies::root))
         .route("/api/2/policies/{policy_id}/{*path}", any(policies::sub))
+        .route("/api/2/connections", any(connections::collection))
+        .route("/api/2/connections/{name}", any(connections::one))
+        .route("/api/2/connections/{name}/inbox", any(connections::inbox))
         .route("/ws/2", any(ws::upgrade));
     Router::new()
         .merge(api)
@@ -230,7 +248,7 @@ pub async fn serve(
 }
 
 /// The route templates of [`app`], so a matched path maps to a `&'static str` label.
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 13] = [
     "/api/2/things",
     "/api/2/things/{thing_id}",
     "/api/2/things/{thing_id}/{*path}",
@@ -238,6 +256,9 @@ const ROUTES: [&str; 10] = [
     "/api/2/search/things/count",
     "/api/2/policies/{policy_id}",
     "/api/2/policies/{policy_id}/{*path}",
+    "/api/2/connections",
+    "/api/2/connections/{name}",
+    "/api/2/connections/{name}/inbox",
     "/ws/2",
     "/health",
     "/metrics",

@@ -111,6 +111,10 @@ pub enum PeerConfig {
         #[serde(default)]
         password: Option<String>,
     },
+    /// A peer that posts its updates to this link's inbox
+    /// (`POST /api/2/connections/{name}/inbox`) and cannot be reached from here (an edge behind
+    /// NAT): receive only.
+    Inbox {},
     /// The peer's HTTP API: updates are POSTed to `{url}/api/2/connections/{remote_link}/inbox`.
     Http {
         /// Base URL, e.g. `http://hub:8080`.
@@ -138,6 +142,7 @@ impl PeerConfig {
     pub fn describe(&self) -> String {
         match self {
             PeerConfig::InProcess { instance } => format!("in-process:{instance}"),
+            PeerConfig::Inbox {} => "inbox".to_owned(),
             PeerConfig::Mqtt { url, publish, .. } => format!("{url} {publish}"),
             PeerConfig::Http {
                 url, remote_link, ..

@@ -103,3 +103,12 @@ impl Transport for HttpPeer {
         })
     }
 }
+
+/// The transport of a receive-only link: nothing is ever sent.
+pub(super) struct InboxOnly;
+
+impl Transport for InboxOnly {
+    fn send<'a>(&'a self, _message: &'a [u8]) -> SendFuture<'a> {
+        Box::pin(async { Err("an inbox link sends nothing".to_owned()) })
+    }
+}

@@ -210,6 +210,11 @@ impl Links {
             Some(p) => Some(PolicyId::new(p).map_err(|e| bad(e.to_string()))?),
             None => None,
         };
+        if matches!(config.peer, PeerConfig::Inbox {}) && config.direction.sends() {
+            return Err(bad(
+                "an inbox peer cannot be sent to: set direction to \"in\"".into(),
+            ));
+        }
         let auth = AuthContext::new([config.subject.as_str()]);
         self.remove(&config.name).await?;
         let outbox = if config.direction.sends() {
@@ -261,6 +266,7 @@ impl Links {
             }
             PeerConfig::Mqtt { .. } => mqtt::connect(self, config)?,
             PeerConfig::Http { .. } => Arc::new(http::HttpPeer::new(&config.peer)?),
+            PeerConfig::Inbox {} => Arc::new(http::InboxOnly),
         })
     }
 

@@ -5,6 +5,13 @@ use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use opentwins_core::model::PolicyId;
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, Headers, PolicyCommand};
+use opentwins_core::{EngineConfig, Pointer, Twins};
+use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
+use serde_json::json;
+
 /// Whether missing services fail the test instead of skipping it (CI sets it).
 pub fn require_services() -> bool {
     std::env::var("OPENTWINS_REQUIRE_SERVICES").as_deref() == Ok("1")
@@ -88,5 +95,57 @@ impl Drop for PrivateBroker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+pub fn writer() -> AuthContext {
+    AuthContext::new(["test:writer"])
+}
+
+/// An instance: engine (memory store), links, outboxes in a temporary sled database.
+pub async fn instance(id: &str, network: &Network) -> Links {
+    let twins = Twins::in_memory(EngineConfig {
+        instance_id: id.into(),
+        ..EngineConfig::default()
+    });
+    provision(&twins).await;
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    Links::new(twins, db, Some(network.clone()))
+}
+
+/// Creates the policy `t:policy` (the test writer and link peers may do everything).
+pub async fn provision(twins: &Twins) {
+    let policy = json!({"entries": {"all": {
+        "subjects": {"test:writer": {"type": "test"}, "link:peer": {"type": "link"}},
+        "resources": {
+            "thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
+            "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}
+        }
+    }}});
+    let cmd = PolicyCommand {
+        policy_id: PolicyId::new("t:policy").unwrap(),
+        action: Action::Create,
+        path: Pointer::root(),
+        value: Some(policy),
+        headers: Headers::default(),
+    };
+    twins.apply_policy(&writer(), cmd).await.unwrap();
+}
+
+pub fn link_to(peer: &str) -> LinkConfig {
+    LinkConfig {
+        name: format!("to-{peer}"),
+        peer: PeerConfig::InProcess {
+            instance: peer.into(),
+        },
+        direction: Direction::Both,
+        filter: None,
+        include: Vec::new(),
+        exclude: Vec::new(),
+        owned: Vec::new(),
+        subject: "link:peer".into(),
+        policy: None,
+        peer_instance: Some(peer.into()),
+        outbox_bytes: 64 << 20,
     }
 }

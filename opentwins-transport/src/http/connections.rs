@@ -1,0 +1,216 @@
+//! `/api/2/connections`: the links of this instance (as Ditto's connectivity service calls them),
+//! managed and inspected at run time, and the inbox HTTP peers post their updates to.
+//!
+//! | route | method | what |
+//! |---|---|---|
+//! | `/api/2/connections` | GET | every link: `{config, status}` (passwords and tokens hidden) |
+//! | `/api/2/connections/{name}` | GET | one link |
+//! | `/api/2/connections/{name}` | PUT | add or replace a link (body: its configuration) |
+//! | `/api/2/connections/{name}` | DELETE | stop a link and drop its outbox |
+//! | `/api/2/connections/{name}/inbox` | POST | a peer's update (a Ditto merge command with clocks) |
+//!
+//! Managing links needs one of `HttpConfig::admin_subjects`; posting to an inbox needs any
+//! credentials, and the update is applied under the caller's subjects, so policies decide.
+
+use crate::link;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use opentwins_core::policy::AuthContext;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::request::{parse_json, read_body};
+use super::{Caller, HttpState};
+
+pub(super) async fn collection(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    method: Method,
+) -> Response {
+    let links = match admin(&st, &auth) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    if method != Method::GET {
+        return ApiError::method(method.as_str()).into_response();
+    }
+    let all: Vec<Value> = links
+        .configs()
+        .into_iter()
+        .zip(links.status())
+        .map(|(c, s)| json!({"config": redacted(&c), "status": s}))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(all))
+}
+
+pub(super) async fn one(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    method: Method,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match one_inner(st, auth, method, &name, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn one_inner(
+    st: HttpState,
+    auth: AuthContext,
+    method: Method,
+    name: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let links = admin(&st, &auth)?;
+    match method {
+        Method::GET => {
+            let config = links
+                .configs()
+                .into_iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| not_found(name))?;
+            let status = links.status().into_iter().find(|s| s.name == name);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"config": redacted(&config), "status": status}),
+            ))
+        }
+        Method::PUT => {
+            let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
+            let mut value = parse_json(&bytes)?;
+            if let Value::Object(m) = &mut value {
+                m.entry("name")
+                    .or_insert_with(|| Value::String(name.to_owned()));
+            }
+            let config: link::LinkConfig = serde_json::from_value(value)
+                .map_err(|e| invalid(format!("The connection configuration is invalid: {e}.")))?;
+            if config.name != name {
+                return Err(invalid(format!(
+                    "The name in the body '{}' differs from the name in the path '{name}'.",
+                    config.name
+                )));
+            }
+            let existed = links.configs().iter().any(|c| c.name == name);
+            links
+                .add(config)
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(if existed {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                StatusCode::CREATED.into_response()
+            })
+        }
+        Method::DELETE => {
+            let existed = links
+                .delete(name)
+                .await
+                .map_err(|e| ApiError::from(opentwins_core::Error::unavailable(e)))?;
+            if existed {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(not_found(name))
+            }
+        }
+        other => Err(ApiError::method(other.as_str())),
+    }
+}
+
+pub(super) async fn inbox(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    method: Method,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        if method != Method::POST {
+            return Err(ApiError::method(method.as_str()));
+        }
+        let links = st.links().ok_or_else(no_links)?;
+        let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
+        let applied = links.receive(&name, Some(&auth), &bytes).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"applied": applied.changes, "revision": applied.revision}),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn admin<'a>(st: &'a HttpState, auth: &AuthContext) -> Result<&'a link::Links, ApiError> {
+    let links = st.links().ok_or_else(no_links)?;
+    let allowed = st
+        .config()
+        .admin_subjects
+        .iter()
+        .any(|s| auth.subjects().iter().any(|a| a == s));
+    if !allowed {
+        return Err(ApiError::new(
+            403,
+            "connectivity:connection.notallowed",
+            "Managing connections needs an administrator subject.",
+            "Add the caller's subject to http.admin_subjects.",
+        ));
+    }
+    Ok(links)
+}
+
+fn no_links() -> ApiError {
+    ApiError::new(
+        404,
+        "connectivity:connections.unavailable",
+        "This instance runs no links.",
+        "Start the instance with links enabled.",
+    )
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "connectivity:connection.notfound",
+        format!("The connection '{name}' does not exist."),
+        "List the connections with GET /api/2/connections.",
+    )
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(
+        400,
+        "connectivity:connection.configuration.invalid",
+        message,
+        "See docs/distribution.md for the fields of a connection.",
+    )
+}
+
+/// The configuration without passwords and tokens.
+fn redacted(config: &link::LinkConfig) -> Value {
+    let mut v = serde_json::to_value(config).unwrap_or(Value::Null);
+    if let Some(peer) = v.get_mut("peer").and_then(Value::as_object_mut) {
+        for secret in ["password", "token"] {
+            if let Some(s) = peer.get_mut(secret)
+                && !s.is_null()
+            {
+                *s = Value::String("***".into());
+            }
+        }
+    }
+    v
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,293 @@
+//! Links over real transports: HTTP peers (with `/api/2/connections` managing them) and MQTT
+//! peers through Mosquitto in a star, with the broker stopped and started mid-stream.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentwins_core::protocol::{Action, ThingCommand, ThingEvent};
+use opentwins_core::{Pointer, Thing, ThingId};
+use opentwins_transport::http::{HttpConfig, HttpState, UserConfig, app, hash_password, serve};
+use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
+use serde_json::{Value, json};
+
+mod common;
+use common::{PrivateBroker, instance, link_to, writer};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn merge_n(id: &ThingId, n: i64) -> ThingCommand {
+    ThingCommand::new(
+        id.clone(),
+        Action::Merge,
+        Pointer::parse("/attributes").unwrap(),
+        Some(json!({"n": n})),
+    )
+}
+
+fn create(id: &ThingId) -> ThingCommand {
+    let body = json!({"policyId": "t:policy", "attributes": {"n": -1}});
+    ThingCommand::new(id.clone(), Action::Modify, Pointer::root(), Some(body))
+}
+
+/// Every value of `attributes/n` each thing shows at an instance, as events arrive.
+fn record(links: &Links) -> Arc<Mutex<Vec<(String, i64)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    links
+        .twins()
+        .add_sink(Arc::new(move |e: &ThingEvent, _: Option<&Thing>| {
+            if let Some(n) = e
+                .value
+                .as_ref()
+                .and_then(|v| v.pointer("/attributes/n"))
+                .and_then(Value::as_i64)
+            {
+                s.lock().unwrap().push((e.thing_id.to_string(), n));
+            }
+        }));
+    seen
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    user: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = client.request(method, url).basic_auth(user, Some("pw"));
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_links_are_managed_at_run_time_and_carry_updates() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let hub = instance("hub", &network).await;
+        let edge = instance("edge", &network).await;
+        let hash = hash_password("pw");
+        let user = |name: &str, subjects: &[&str]| UserConfig {
+            name: name.into(),
+            password_hash: hash.clone(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut config = HttpConfig::default();
+        config.auth.users = vec![user("admin", &[]), user("edge", &["link:peer"])];
+        config.admin_subjects = vec!["basic:admin".into()];
+        let state = HttpState::new(hub.twins().clone(), config)
+            .unwrap()
+            .with_links(hub.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app(state), async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let conns = format!("{base}/api/2/connections");
+
+        // Only administrators manage links; bad configurations are refused clearly.
+        let inbox = json!({"peer": {"kind": "inbox"}, "direction": "in"});
+        let (s, body) =
+            request(&client, reqwest::Method::PUT, &format!("{conns}/from-edge"), "edge", Some(inbox.clone())).await;
+        assert_eq!((s, body["error"].as_str()), (403, Some("connectivity:connection.notallowed")));
+        let bad = json!({"peer": {"kind": "inbox"}});
+        let (s, body) =
+            request(&client, reqwest::Method::PUT, &format!("{conns}/from-edge"), "admin", Some(bad)).await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("direction"), "{body}");
+        let (s, _) =
+            request(&client, reqwest::Method::PUT, &format!("{conns}/from-edge"), "admin", Some(inbox)).await;
+        assert_eq!(s, 201);
+
+        // The edge sends over HTTP as user `edge` (subject link:peer, which the policy grants).
+        edge.add(LinkConfig {
+            name: "up".into(),
+            peer: PeerConfig::Http {
+                url: base.clone(),
+                remote_link: "from-edge".into(),
+                username: Some("edge".into()),
+                password: Some("pw".into()),
+                token: None,
+            },
+            direction: Direction::Out,
+            ..link_to("hub")
+        })
+        .await
+        .unwrap();
+        let id = ThingId::new("t:car").unwrap();
+        edge.twins().apply(&writer(), create(&id)).await.unwrap();
+        for n in 0..20 {
+            edge.twins().apply(&writer(), merge_n(&id, n)).await.unwrap();
+        }
+        wait_until("the hub to hold n = 19", || {
+            hub.twins()
+                .get_thing(&id)
+                .is_some_and(|t| t.body()["attributes"]["n"] == 19)
+        })
+        .await;
+
+        let (s, list) = request(&client, reqwest::Method::GET, &conns, "admin", None).await;
+        assert_eq!(s, 200);
+        assert_eq!(list[0]["config"]["name"], "from-edge");
+        assert_eq!(list[0]["status"]["messages_in"], 21);
+        assert_eq!(list[0]["status"]["rejected"], 0);
+        assert_eq!(edge.status()[0].messages_out, 21);
+        assert_eq!(edge.status()[0].backlog, 0);
+
+        // A refused update (no permission) is answered with a Ditto error, and counted.
+        let (s, body) = request(
+            &client,
+            reqwest::Method::POST,
+            &format!("{conns}/from-edge/inbox"),
+            "admin",
+            Some(json!({"topic": "t/car/things/twin/commands/merge", "path": "/", "value": {"attributes": {"x": 1}},
+                        "headers": {"opentwins-origin": "x", "opentwins-hops": ["x"], "opentwins-clocks": {"/attributes/x": "v1.0@x"}}})),
+        )
+        .await;
+        assert!(s == 403 || s == 404, "{s} {body}");
+        assert!(body["error"].as_str().unwrap().starts_with("things:"), "{body}");
+        let (s, one) = request(&client, reqwest::Method::GET, &format!("{conns}/from-edge"), "admin", None).await;
+        assert_eq!((s, one["status"]["rejected"].as_u64()), (200, Some(1)));
+
+        let (s, _) = request(&client, reqwest::Method::DELETE, &format!("{conns}/from-edge"), "admin", None).await;
+        assert_eq!(s, 204);
+        let (s, body) = request(&client, reqwest::Method::GET, &format!("{conns}/from-edge"), "admin", None).await;
+        assert_eq!((s, body["error"].as_str()), (404, Some("connectivity:connection.notfound")));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        edge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+fn mqtt_link(name: &str, url: &str, publish: String, subscribe: String, peer: &str) -> LinkConfig {
+    LinkConfig {
+        name: name.into(),
+        peer: PeerConfig::Mqtt {
+            url: url.into(),
+            publish,
+            subscribe: Some(subscribe),
+            qos: 1,
+            client_id: None,
+            username: None,
+            password: None,
+        },
+        ..link_to(peer)
+    }
+}
+
+/// A hub and three edges linked through Mosquitto: each edge streams its own thing; the broker
+/// is stopped and started mid-stream; the hub and every edge end with every thing, and the hub
+/// saw every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_over_mosquitto_loses_nothing_when_the_broker_restarts() {
+    let Some(mut broker) = PrivateBroker::start() else {
+        return;
+    };
+    tokio::time::timeout(LIMIT, async {
+        let url = broker.url().replace("tcp://", "mqtt://");
+        let network = Network::new();
+        let prefix = format!("star-{}", std::process::id());
+        let hub = instance("hub", &network).await;
+        hub.add(mqtt_link(
+            "edges",
+            &url,
+            format!("{prefix}/hub"),
+            format!("{prefix}/edge/+"),
+            "none",
+        ))
+        .await
+        .unwrap();
+        let mut edges = Vec::new();
+        for i in 0..3 {
+            let e = instance(&format!("e{i}"), &network).await;
+            e.add(mqtt_link(
+                "hub",
+                &url,
+                format!("{prefix}/edge/e{i}"),
+                format!("{prefix}/hub"),
+                "hub",
+            ))
+            .await
+            .unwrap();
+            edges.push(e);
+        }
+        let seen = record(&hub);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        const N: i64 = 150;
+        let ids: Vec<ThingId> = (0..3)
+            .map(|i| ThingId::new(&format!("t:car{i}")).unwrap())
+            .collect();
+        for (e, id) in edges.iter().zip(&ids) {
+            e.twins().apply(&writer(), create(id)).await.unwrap();
+        }
+        for n in 0..N {
+            if n == N / 3 {
+                broker.stop();
+            }
+            if n == 2 * N / 3 {
+                broker.run();
+            }
+            for (e, id) in edges.iter().zip(&ids) {
+                e.twins().apply(&writer(), merge_n(id, n)).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let all: Vec<&Links> = std::iter::once(&hub).chain(edges.iter()).collect();
+        wait_until("every instance to hold every car at n = N-1", || {
+            all.iter().all(|l| {
+                ids.iter().all(|id| {
+                    l.twins()
+                        .get_thing(id)
+                        .is_some_and(|t| t.body()["attributes"]["n"] == N - 1)
+                })
+            })
+        })
+        .await;
+        // The edges did notice the broker going away (their updates waited in the outbox).
+        for e in &edges {
+            let s = &e.status()[0];
+            assert!(
+                s.last_error.is_some(),
+                "{} never lost the broker",
+                e.instance_id()
+            );
+            assert_eq!(s.backlog, 0);
+        }
+        // Nothing lost on the way to the hub: every value of every car arrived.
+        let seen = seen.lock().unwrap().clone();
+        for id in &ids {
+            let got: BTreeSet<i64> = seen
+                .iter()
+                .filter(|(t, _)| *t == id.to_string())
+                .map(|(_, n)| *n)
+                .collect();
+            let missing: Vec<i64> = (-1..N).filter(|n| !got.contains(n)).collect();
+            assert!(missing.is_empty(), "{id}: the hub never saw {missing:?}");
+        }
+        for l in &all {
+            l.shutdown().await;
+        }
+    })
+    .await
+    .expect("test hung");
+}
