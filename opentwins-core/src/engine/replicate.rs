@@ -32,6 +32,9 @@ pub struct Applied {
     pub changes: usize,
     /// The thing's revision afterwards (`None` when it does not exist).
     pub revision: Option<u64>,
+    /// Paths refused because this instance owns them (see [`Twins::apply_update`]); the caller
+    /// re-asserts them with [`Twins::reassert`].
+    pub refused: Vec<Pointer>,
 }
 
 impl Twins {
@@ -49,11 +52,17 @@ impl Twins {
     /// the thing uses the policy it names if this instance has it, else `fallback_policy`
     /// if given and present, else a new default policy for `auth`. With `wait_durable` the
     /// call returns once the change is durable (a link acknowledges its peer only then).
+    ///
+    /// Ownership: a change to a path `owned` accepts, whose current value was written by this
+    /// instance, is refused and listed in [`Applied::refused`] (the caller re-asserts it, so
+    /// every instance converges to the owner's value). Paths this instance never wrote there
+    /// are not owned: an instance owns its own reported state, not every copy it holds.
     pub async fn apply_update(
         &self,
         auth: &AuthContext,
         update: &Update,
         fallback_policy: Option<&crate::model::PolicyId>,
+        owned: &(dyn Fn(&Pointer) -> bool + Sync),
         wait_durable: bool,
     ) -> Result<Applied> {
         if update.hops.iter().any(|h| **h == *self.instance_id()) {
@@ -66,7 +75,9 @@ impl Twins {
             .acquire_owned()
             .await
             .map_err(Error::unavailable)?;
-        let result = self.inner.apply_update_sync(auth, update, fallback_policy);
+        let result = self
+            .inner
+            .apply_update_sync(auth, update, fallback_policy, owned);
         if result.as_ref().is_ok_and(|(a, _)| a.revision.is_none()) || result.is_err() {
             self.inner.things.remove_if_vacant(&update.thing_id);
         }
@@ -107,7 +118,7 @@ impl Twins {
             policy_id: None,
             changes: Replica::from(changes),
         };
-        self.apply_update(&AuthContext::system(), &update, None, false)
+        self.apply_update(&AuthContext::system(), &update, None, &|_| false, false)
             .await
             .map(|_| ())
     }
@@ -119,6 +130,7 @@ impl Inner {
         auth: &AuthContext,
         update: &Update,
         fallback_policy: Option<&crate::model::PolicyId>,
+        owned: &(dyn Fn(&Pointer) -> bool + Sync),
     ) -> Result<(Applied, Option<Durable>)> {
         self.check_store()?;
         if let Some(latest) = update.changes.latest() {
@@ -181,6 +193,7 @@ impl Inner {
             let applied = Applied {
                 changes: 1,
                 revision: Some(thing.revision()),
+                refused: Vec::new(),
             };
             *guard = Entry::Hot(thing);
             self.hot.became_hot(&slot);
@@ -203,16 +216,30 @@ impl Inner {
         let old_view = replicated(thing.body());
         let mut replica = thing.clocks().clone();
         replica.fill_values(&old_view);
-        let effective = apply_all(&mut replica, &update.changes);
+        let me = self.clock.origin();
+        let mut refused = Vec::new();
+        let mut effective = Vec::new();
+        for change in update.changes.changes() {
+            if change.cell != Cell::Object
+                && owned(&change.path)
+                && replica.written_by(&change.path, me)
+            {
+                if replica.would_take(&change) {
+                    refused.push(change.path);
+                }
+                continue;
+            }
+            if replica.apply(change.clone()) {
+                effective.push(change);
+            }
+        }
         if effective.is_empty() {
-            let revision = Some(thing.revision());
-            return Ok((
-                Applied {
-                    changes: 0,
-                    revision,
-                },
-                None,
-            ));
+            let applied = Applied {
+                changes: 0,
+                revision: Some(thing.revision()),
+                refused,
+            };
+            return Ok((applied, None));
         }
         let new_view = replica.materialize();
         let old_revision = thing.revision();
@@ -248,6 +275,7 @@ impl Inner {
             let applied = Applied {
                 changes: 1,
                 revision: None,
+                refused,
             };
             return Ok((applied, Some(durable)));
         }
@@ -289,6 +317,7 @@ impl Inner {
         let applied = Applied {
             changes: 1,
             revision: Some(thing.revision()),
+            refused,
         };
         Ok((applied, Some(durable)))
     }

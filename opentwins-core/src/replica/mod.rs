@@ -127,6 +127,39 @@ impl Replica {
         }
     }
 
+    /// Whether the value or removal that decides `path` (at the path, or else at the nearest
+    /// ancestor holding one) was written by `origin`.
+    pub fn written_by(&self, path: &Pointer, origin: &str) -> bool {
+        let mut at = Some(path.clone());
+        while let Some(p) = at {
+            if let Some(Slot {
+                replace: Some((stamp, _)),
+                ..
+            }) = self.slots.get(&p)
+            {
+                return &*stamp.origin == origin;
+            }
+            at = p.parent();
+        }
+        false
+    }
+
+    /// Whether applying `change` would change the state (without applying it).
+    pub fn would_take(&self, change: &Change) -> bool {
+        if self.hidden(&change.path, &change.stamp) {
+            return false;
+        }
+        let slot = self.slots.get(&change.path);
+        match change.cell {
+            Cell::Object => slot
+                .and_then(|s| s.object.as_ref())
+                .is_none_or(|o| *o < change.stamp),
+            _ => slot
+                .and_then(|s| s.replace.as_ref())
+                .is_none_or(|(s, _)| *s < change.stamp),
+        }
+    }
+
     /// Whether nothing was ever written.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()

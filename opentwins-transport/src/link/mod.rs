@@ -22,6 +22,7 @@ mod http;
 mod mqtt;
 mod network;
 pub mod outbox;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +44,7 @@ pub use config::{Direction, LinkConfig, PeerConfig};
 use config::{Pattern, Selected, Selection, covered};
 pub use network::{Faults, Network};
 use outbox::{Coalesce, Outbox, OutboxConfig};
+pub use topology::{InstanceSpec, Topology};
 
 /// Errors of link management (a peer's bad update is a Ditto [`Error`] instead).
 #[derive(Debug, thiserror::Error)]
@@ -363,26 +365,21 @@ impl Links {
             let outcome = self.inner.twins.apply(auth, cmd).await?;
             return Ok(Applied {
                 changes: usize::from(!outcome.events.is_empty()),
-                revision: None,
+                ..Applied::default()
             });
         };
         let selected = link.select(&update);
-        let (owned, accepted): (Vec<Change>, Vec<Change>) = selected
-            .changes
-            .changes()
-            .partition(|c| c.cell != Cell::Object && covered(&link.owned, &c.path));
-        let accepted = Update {
-            changes: Replica::from(accepted),
-            ..selected
-        };
+        let owned = |p: &Pointer| covered(&link.owned, p);
         let applied = self
             .inner
             .twins
-            .apply_update(auth, &accepted, link.policy.as_ref(), true)
+            .apply_update(auth, &selected, link.policy.as_ref(), &owned, true)
             .await?;
-        if !owned.is_empty() {
-            let paths: Vec<Pointer> = owned.into_iter().map(|c| c.path).collect();
-            self.inner.twins.reassert(&update.thing_id, &paths).await?;
+        if !applied.refused.is_empty() {
+            self.inner
+                .twins
+                .reassert(&update.thing_id, &applied.refused)
+                .await?;
         }
         Ok(applied)
     }
