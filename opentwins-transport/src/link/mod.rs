@@ -119,6 +119,8 @@ struct Link {
     transport: Arc<dyn Transport>,
     stats: Stats,
     stop: watch::Sender<bool>,
+    /// The sender task, awaited when the link stops (its outbox may then be opened again).
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -243,14 +245,16 @@ impl Links {
             transport,
             stats: Stats::default(),
             stop,
+            sender: Mutex::new(None),
             config,
         });
         if link.outbox.is_some() {
-            tokio::spawn(send_loop(
+            let task = tokio::spawn(send_loop(
                 Arc::downgrade(&self.inner),
                 link.clone(),
                 stopped,
             ));
+            *link.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         write(&self.inner.links).insert(link.config.name.clone(), link);
         Ok(())
@@ -279,6 +283,11 @@ impl Links {
         };
         let _ = link.stop.send(true);
         link.transport.close();
+        let task = link.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            // It stops at its next await; a send in progress is abandoned (and redone later).
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         Ok(true)
     }
 

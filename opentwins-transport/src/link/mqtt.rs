@@ -96,7 +96,11 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         });
     }
     let (stop, mut stopped) = watch::channel(false);
-    let (c, name, links) = (client.clone(), config.name.clone(), links.clone());
+    let (c, name, links) = (
+        client.clone(),
+        config.name.clone(),
+        Arc::downgrade(&links.inner),
+    );
     tokio::spawn(async move {
         // The first connection, retried (the library reconnects by itself only afterwards).
         let mut delay = Duration::from_millis(100);
@@ -119,8 +123,9 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                 m = rx.recv() => match m { Some(m) => m, None => return },
                 _ = stopped.wait_for(|s| *s) => break,
             };
+            let Some(inner) = links.upgrade() else { break };
             // A refused update is counted by `receive`; the broker has already been answered.
-            let _ = links.receive(&name, None, msg.payload()).await;
+            let _ = Links { inner }.receive(&name, None, msg.payload()).await;
         }
         let _ = c.disconnect(paho::DisconnectOptions::new()).await;
     });
