@@ -524,3 +524,99 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod engine_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::model::ThingId;
+    use crate::store::{MemoryStore, Store};
+
+    #[tokio::test]
+    async fn writes_are_stamped_and_clocks_survive_a_reopen() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let config = EngineConfig {
+            instance_id: "e1".into(),
+            ..EngineConfig::default()
+        };
+        let id = ThingId::new("ns:c").unwrap();
+        let auth = AuthContext::new(["test:a"]);
+        let tw = Twins::open(config.clone(), store.clone()).unwrap();
+        let body = json!({"attributes": {"a": 1}, "features": {"f": {"properties": {"x": 1}}}});
+        let cmd = ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(body));
+        tw.apply(&auth, cmd).await.unwrap();
+        let path = Pointer::parse("/features/f/properties").unwrap();
+        let merge = ThingCommand::new(id.clone(), Action::Merge, path, Some(json!({"x": 2})));
+        tw.apply(&auth, merge).await.unwrap();
+        let clocks = tw.get_thing(&id).unwrap().clocks().clone().clocks_json();
+        let x = clocks["/features/f/properties/x"].as_str().unwrap();
+        let a = clocks["/attributes/a"].as_str().unwrap();
+        assert!(x.starts_with('v') && x.ends_with("@e1"), "{x}");
+        assert!(Stamp::parse(&x[1..]).unwrap() > Stamp::parse(&a[1..]).unwrap());
+        assert!(clocks.get("/thingId").is_none() && clocks.get("/policyId").is_none());
+        drop(tw);
+        let again = Twins::open(config, store).unwrap();
+        assert_eq!(again.get_thing(&id).unwrap().clocks().clocks_json(), clocks);
+        // A peer's older change loses, a newer one wins.
+        let older = Update {
+            thing_id: id.clone(),
+            origin: Arc::from("e2"),
+            hops: vec![Arc::from("e2")],
+            policy_id: None,
+            changes: Replica::from(changes_for_merge(
+                &Pointer::parse("/features/f/properties/x").unwrap(),
+                &json!(99),
+                &Stamp::parse(&a[1..]).unwrap(),
+            )),
+        };
+        let system = AuthContext::system();
+        let applied = again
+            .apply_update(&system, &older, None, &|_| false, true)
+            .await
+            .unwrap();
+        assert_eq!(applied.changes, 0);
+        let mut newer = older.clone();
+        newer.changes = Replica::from(changes_for_merge(
+            &Pointer::parse("/features/f/properties/x").unwrap(),
+            &json!(99),
+            &Stamp {
+                wall_ms: u64::MAX / 2,
+                counter: 0,
+                origin: Arc::from("e2"),
+            },
+        ));
+        let applied = again
+            .apply_update(&system, &newer, None, &|_| false, true)
+            .await
+            .unwrap();
+        assert_eq!(applied.changes, 1);
+        let t = again.get_thing(&id).unwrap();
+        assert_eq!(t.body()["features"]["f"]["properties"]["x"], 99);
+        assert_eq!(t.body()["attributes"]["a"], 1);
+        // Ownership: x was last written by e2 now, so e1 does not own it; a is e1's own.
+        let mine = Update {
+            changes: Replica::from(changes_for_merge(
+                &Pointer::parse("/attributes/a").unwrap(),
+                &json!(5),
+                &Stamp {
+                    wall_ms: u64::MAX / 2 + 1,
+                    counter: 0,
+                    origin: Arc::from("e2"),
+                },
+            )),
+            ..older
+        };
+        let owned = |p: &Pointer| p.segments().first().is_some_and(|s| s == "attributes");
+        let applied = again
+            .apply_update(&system, &mine, None, &owned, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.refused,
+            vec![Pointer::parse("/attributes/a").unwrap()]
+        );
+        assert_eq!(again.get_thing(&id).unwrap().body()["attributes"]["a"], 1);
+    }
+}

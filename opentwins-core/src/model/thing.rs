@@ -246,7 +246,7 @@ impl Thing {
                     m.serialize_entry("_metadata", md)?;
                 }
                 if !t.clocks.is_empty() {
-                    m.serialize_entry("_clocks", &t.clocks.clocks_json())?;
+                    m.serialize_entry("_clocks", &crate::replica::ClocksJson(&t.clocks))?;
                 }
                 m.end()
             }

@@ -17,28 +17,59 @@ use super::{Cell, Replica, Slot, Stamp};
 use crate::error::{Error, Result};
 use crate::model::Pointer;
 
+/// One path's clock as written in the clocks JSON (`v…`, `r…`, `o…`, or both separated by a
+/// space).
+struct SlotText<'a>(&'a Slot);
+
+impl std::fmt::Display for SlotText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((stamp, cell)) = &self.0.replace {
+            let kind = if matches!(cell, Cell::Removed) {
+                'r'
+            } else {
+                'v'
+            };
+            write!(f, "{kind}{stamp}")?;
+            if self.0.object.is_some() {
+                f.write_str(" ")?;
+            }
+        }
+        if let Some(stamp) = &self.0.object {
+            write!(f, "o{stamp}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Serialises [`Replica::clocks_json`] without building it (for stores).
+pub struct ClocksJson<'a>(pub &'a Replica);
+
+impl serde::Serialize for ClocksJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Text<T>(T);
+        impl<T: std::fmt::Display> serde::Serialize for Text<T> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+        let mut m = s.serialize_map(Some(self.0.slots.len()))?;
+        for (path, slot) in &self.0.slots {
+            m.serialize_entry(&Text(path), &Text(SlotText(slot)))?;
+        }
+        m.end()
+    }
+}
+
 impl Replica {
     /// The clocks of every path, without values.
     pub fn clocks_json(&self) -> Value {
         let mut out = Map::with_capacity(self.slots.len());
         for (path, slot) in &self.slots {
-            let mut s = String::with_capacity(40);
-            if let Some((stamp, cell)) = &slot.replace {
-                s.push(if matches!(cell, Cell::Removed) {
-                    'r'
-                } else {
-                    'v'
-                });
-                s.push_str(&stamp.to_string());
-            }
-            if let Some(stamp) = &slot.object {
-                if !s.is_empty() {
-                    s.push(' ');
-                }
-                s.push('o');
-                s.push_str(&stamp.to_string());
-            }
-            out.insert(path.to_string(), Value::String(s));
+            out.insert(path.to_string(), Value::String(SlotText(slot).to_string()));
         }
         Value::Object(out)
     }

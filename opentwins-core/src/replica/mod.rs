@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 pub use clock::{Clock, Stamp};
+pub use encode::ClocksJson;
 pub use update::{Provenance, Update, valid_instance};
 
 use crate::model::Pointer;
