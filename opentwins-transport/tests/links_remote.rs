@@ -150,6 +150,11 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
         assert_eq!(list[0]["status"]["messages_in"], 21);
         assert_eq!(list[0]["status"]["rejected"], 0);
         assert_eq!(edge.status()[0].messages_out, 21);
+        let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains("opentwins_link_messages_in_total{link=\"from-edge\"} 21"),
+            "{metrics}"
+        );
         assert_eq!(edge.status()[0].backlog, 0);
 
         // A refused update (no permission) is answered with a Ditto error, and counted.

@@ -143,9 +143,10 @@ impl HttpState {
         &self.inner.twins
     }
 
-    /// Serves `/api/2/connections` for these links (the same engine's). Set once: later
-    /// calls change nothing.
+    /// Serves `/api/2/connections` for these links (the same engine's) and shows their
+    /// metrics on `/metrics`. Set once: later calls change nothing.
     pub fn with_links(self, links: crate::link::Links) -> Self {
+        links.export_metrics(self.registry());
         let _ = self.inner.links.set(links);
         self
     }

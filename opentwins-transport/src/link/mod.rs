@@ -106,6 +106,8 @@ struct Shared {
     db: sled::Db,
     network: Option<Network>,
     links: RwLock<BTreeMap<String, Arc<Link>>>,
+    /// Where per-link metrics are exported, once [`Links::export_metrics`] was called.
+    registry: std::sync::OnceLock<crate::metrics::Registry>,
 }
 
 struct Link {
@@ -162,6 +164,7 @@ impl Links {
             db,
             network: network.clone(),
             links: RwLock::new(BTreeMap::new()),
+            registry: std::sync::OnceLock::new(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&inner);
         twins.add_sink(Arc::new(
@@ -256,8 +259,100 @@ impl Links {
             ));
             *link.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
-        write(&self.inner.links).insert(link.config.name.clone(), link);
+        let name = link.config.name.clone();
+        write(&self.inner.links).insert(name.clone(), link);
+        if let Some(registry) = self.inner.registry.get() {
+            self.register_metrics(registry, &name);
+        }
         Ok(())
+    }
+
+    /// Exports every link's status in `registry` (`opentwins_link_*{link="…"}`), also for
+    /// links added later.
+    pub fn export_metrics(&self, registry: &crate::metrics::Registry) {
+        if self.inner.registry.set(registry.clone()).is_err() {
+            return;
+        }
+        for name in read(&self.inner.links).keys() {
+            self.register_metrics(registry, name);
+        }
+    }
+
+    fn register_metrics(&self, registry: &crate::metrics::Registry, name: &str) {
+        type Field = fn(&LinkStatus) -> u64;
+        let series: [(&str, &str, bool, Field); 9] = [
+            (
+                "opentwins_link_connected",
+                "Whether the link's last attempt to reach its peer succeeded (1) or not (0).",
+                false,
+                |s| u64::from(s.connected),
+            ),
+            (
+                "opentwins_link_backlog",
+                "Updates waiting in the link's outbox.",
+                false,
+                |s| s.backlog,
+            ),
+            (
+                "opentwins_link_backlog_bytes",
+                "Bytes waiting in the link's outbox.",
+                false,
+                |s| s.backlog_bytes,
+            ),
+            (
+                "opentwins_link_lag_milliseconds",
+                "Age of the oldest update the link is sending.",
+                false,
+                |s| s.lag_ms,
+            ),
+            (
+                "opentwins_link_messages_out_total",
+                "Updates the link delivered to its peer.",
+                true,
+                |s| s.messages_out,
+            ),
+            (
+                "opentwins_link_messages_in_total",
+                "Updates received from the peer.",
+                true,
+                |s| s.messages_in,
+            ),
+            (
+                "opentwins_link_rejected_total",
+                "Received updates refused here.",
+                true,
+                |s| s.rejected,
+            ),
+            (
+                "opentwins_link_coalesced_total",
+                "Updates merged into pending ones because the outbox was full.",
+                true,
+                |s| s.coalesced,
+            ),
+            (
+                "opentwins_link_dropped_total",
+                "Updates dropped because the outbox was full (their things are re-sent whole).",
+                true,
+                |s| s.dropped,
+            ),
+        ];
+        for (metric, help, counter, field) in series {
+            let weak = Arc::downgrade(&self.inner);
+            let link = name.to_owned();
+            let read_status = move || {
+                weak.upgrade()
+                    .and_then(|shared| read(&shared.links).get(&link).map(|l| l.status()))
+                    .map_or(0, |s| field(&s))
+            };
+            let labels = [("link", name)];
+            if counter {
+                registry.counter_fn(metric, help, &labels, read_status);
+            } else {
+                registry.gauge_fn(metric, help, &labels, move || {
+                    i64::try_from(read_status()).unwrap_or(i64::MAX)
+                });
+            }
+        }
     }
 
     fn transport(&self, config: &LinkConfig) -> Result<Arc<dyn Transport>, String> {
