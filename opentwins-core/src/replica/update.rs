@@ -236,3 +236,106 @@ impl From<Vec<Change>> for Replica {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::Message;
+    use crate::replica::{Stamp, changes_for_merge, changes_for_modify};
+
+    fn stamp(ms: u64, origin: &str) -> Stamp {
+        Stamp {
+            wall_ms: ms,
+            counter: 0,
+            origin: Arc::from(origin),
+        }
+    }
+
+    fn sample() -> Update {
+        let mut changes = changes_for_modify(
+            &Pointer::parse("/features/lane").unwrap(),
+            &json!({"properties": {"offset": 0.1, "k": [1, 2]}}),
+            &stamp(10, "edge-1"),
+        );
+        changes.extend(changes_for_merge(
+            &Pointer::parse("/attributes").unwrap(),
+            &json!({"gone": null}),
+            &stamp(11, "edge-1"),
+        ));
+        Update {
+            thing_id: ThingId::new("fleet:car-1").unwrap(),
+            origin: Arc::from("edge-1"),
+            hops: vec![Arc::from("edge-1"), Arc::from("hub")],
+            policy_id: Some(PolicyId::new("fleet:policy").unwrap()),
+            changes: Replica::from(changes),
+        }
+    }
+
+    #[test]
+    fn an_update_survives_the_wire_and_reads_as_a_ditto_merge() {
+        let u = sample();
+        let bytes = Message::ThingCommand(u.to_command()).to_vec();
+        let Message::ThingCommand(cmd) = Message::from_slice(&bytes).unwrap() else {
+            panic!("not a command")
+        };
+        // A Ditto peer sees a merge at '/' with the new values and the removal.
+        assert_eq!(cmd.action, Action::Merge);
+        assert_eq!(
+            cmd.value.as_ref().unwrap(),
+            &json!({"attributes": {"gone": null},
+                    "features": {"lane": {"properties": {"offset": 0.1, "k": [1, 2]}}}})
+        );
+        assert_eq!(Update::from_command(&cmd).unwrap(), Some(u));
+    }
+
+    #[test]
+    fn plain_merges_carry_no_update_and_bad_headers_are_refused() {
+        let plain = ThingCommand::new(
+            ThingId::new("a:b").unwrap(),
+            Action::Merge,
+            Pointer::root(),
+            Some(json!({"attributes": {"x": 1}})),
+        );
+        assert_eq!(Update::from_command(&plain).unwrap(), None);
+        let good = sample().to_command();
+        let broken: [(&str, Value); 7] = [
+            (ORIGIN, json!("no spaces allowed")),
+            (ORIGIN, json!(7)),
+            (HOPS, json!([])),
+            (HOPS, json!("edge-1")),
+            (CLOCKS, json!({"/attributes/x": "v10@edge-1"})),
+            (CLOCKS, json!({"/thingId": "v10.0@edge-1"})),
+            (POLICY, json!("not a policy id")),
+        ];
+        for (name, value) in broken {
+            let mut cmd = good.clone();
+            cmd.headers.other.insert(name.into(), value.clone());
+            let err = Update::from_command(&cmd).expect_err(&format!("{name}: {value}"));
+            assert_eq!(err.status(), 400, "{name}: {value}: {err}");
+        }
+        let mut at_path = good.clone();
+        at_path.path = Pointer::parse("/attributes").unwrap();
+        assert!(Update::from_command(&at_path).is_err());
+    }
+
+    #[test]
+    fn absorbing_keeps_the_newest_change_per_path_on_one_route_only() {
+        let mut a = sample();
+        let mut b = sample();
+        b.changes = Replica::from(changes_for_merge(
+            &Pointer::parse("/features/lane/properties").unwrap(),
+            &json!({"offset": 0.3}),
+            &stamp(20, "edge-1"),
+        ));
+        assert!(a.absorb(&b));
+        assert_eq!(
+            a.changes.materialize()["features"]["lane"]["properties"],
+            json!({"offset": 0.3, "k": [1, 2]})
+        );
+        let mut other_route = sample();
+        other_route.hops.push(Arc::from("x"));
+        assert!(!a.absorb(&other_route));
+    }
+}
