@@ -17,6 +17,7 @@
 mod auth;
 mod config;
 mod connections;
+mod delta;
 mod error;
 pub mod metrics;
 mod policies;
@@ -205,6 +206,11 @@ pub fn app(state: HttpState) -> Router {
         .route("/api/2/things", any(things::collection))
         .route("/api/2/things/{thing_id}", any(things::root))
         .route("/api/2/things/{thing_id}/{*path}", any(things::sub))
+        .route("/api/2/things/{thing_id}/delta", any(delta::thing))
+        .route(
+            "/api/2/things/{thing_id}/features/{feature_id}/delta",
+            any(delta::feature),
+        )
         .route("/api/2/search/things", any(search::search))
         .route("/api/2/search/things/count", any(search::count))
         .route("/api/2/policies/{policy_id}", any(policies::root))

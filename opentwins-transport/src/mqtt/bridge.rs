@@ -6,13 +6,14 @@
 //! reading the socket (nothing is dropped). The inbound loop therefore never waits for the
 //! library (it never awaits a delivery token); tokens are awaited in small spawned tasks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Message, ThingEvent};
-use opentwins_core::{FieldSelector, Pointer, Twins};
+use opentwins_core::{FieldSelector, Pointer, ThingId, Twins};
 use paho_mqtt as paho;
 use serde::Serialize;
 use serde_json::Value;
@@ -172,6 +173,7 @@ pub struct MqttDriver {
     routes: Arc<Vec<Route>>,
     twins: Twins,
     events: Option<Outbound>,
+    deltas: Option<Deltas>,
 }
 
 /// One inbound subscription, resolved.
@@ -189,6 +191,15 @@ struct Outbound {
     auth: AuthContext,
     extra_fields: Option<FieldSelector>,
     fields: Option<FieldSelector>,
+}
+
+/// The retained desired/reported deltas: every event (unfiltered: the bridge is trusted; broker
+/// ACLs guard the topic) that may change a thing's delta recomputes it from the thing's state.
+struct Deltas {
+    subscription: opentwins_core::engine::Subscription,
+    topic: EventTopic,
+    /// The delta last published per thing; `{}` stands for the empty payload that cleared it.
+    last: HashMap<ThingId, Value>,
 }
 
 /// Starts the MQTT bridge.
@@ -267,6 +278,15 @@ impl MqttBridge {
             None
         };
 
+        let deltas = match config.delta_pattern() {
+            Some(pattern) => Some(Deltas {
+                subscription: twins.subscribe(AuthContext::system(), None)?,
+                topic: EventTopic::parse(pattern)?,
+                last: HashMap::new(),
+            }),
+            None => None,
+        };
+
         let buffered = i32::try_from(config.max_buffered_messages).unwrap_or(i32::MAX);
         let persistence = match &config.persistence_dir {
             Some(dir) => paho::PersistenceType::FilePath(dir.clone()),
@@ -309,6 +329,7 @@ impl MqttBridge {
                 routes,
                 twins,
                 events,
+                deltas,
             },
         ))
     }
@@ -470,6 +491,7 @@ impl MqttDriver {
             routes,
             twins,
             events,
+            deltas,
         } = self;
         let mut stop = shared.shutdown.subscribe();
         if connect_first(&shared, &client, connect, &mut stop).await {
@@ -480,7 +502,12 @@ impl MqttDriver {
                     outbound_loop(&shared, &client, &twins, events, stop.clone()).await;
                 }
             };
-            tokio::join!(inbound_loop, outbound_loop);
+            let delta_loop = async {
+                if let Some(deltas) = deltas {
+                    delta_loop(&shared, &client, &twins, deltas, stop.clone()).await;
+                }
+            };
+            tokio::join!(inbound_loop, outbound_loop, delta_loop);
             // Leave cleanly: offline status, then DISCONNECT (no will; the session stays).
             if shared.config.status.enabled && client.is_connected() {
                 let msg = paho::Message::new_retained(
@@ -777,6 +804,142 @@ async fn outbound_loop(
     }
 }
 
+/// Whether an event at `path` can change the thing's delta: the whole thing, `features`, a
+/// feature, or anything at or below a feature's `properties` or `desiredProperties`.
+fn touches_delta(path: &Pointer) -> bool {
+    match path.segments() {
+        [] => true,
+        [f, ..] if f != "features" => false,
+        [_] | [_, _] => true,
+        [_, _, section, ..] => section == "properties" || section == "desiredProperties",
+    }
+}
+
+/// Publishes each thing's delta retained when it changed (an empty retained payload when it
+/// became empty), and republishes the pending ones after every reconnect (a broker that lost
+/// its retained messages gets them back).
+async fn delta_loop(
+    shared: &Arc<Shared>,
+    client: &paho::AsyncClient,
+    twins: &Twins,
+    mut deltas: Deltas,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pending = Arc::new(Semaphore::new(shared.config.outbound.max_pending));
+    let mut state = shared.state.subscribe();
+    loop {
+        // The things to look at, and whether to publish even an unchanged delta.
+        let (ids, again): (Vec<ThingId>, bool) = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *state.borrow_and_update() != ConnectionState::Connected {
+                    continue;
+                }
+                // Connected again: publish every pending delta anew.
+                let pending_ids = deltas
+                    .last
+                    .iter()
+                    .filter(|(_, d)| d.as_object().is_some_and(|m| !m.is_empty()))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (pending_ids, true)
+            }
+            e = deltas.subscription.recv() => match e {
+                Ok(event) if touches_delta(&event.path) => (vec![event.thing_id], false),
+                Ok(_) => continue,
+                Err(opentwins_core::engine::RecvError::Lagged(n)) => {
+                    shared.counters.events_lagged.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(missed = n, "the MQTT delta stream fell behind; recomputing known things");
+                    (deltas.last.keys().cloned().collect(), false)
+                }
+                Err(opentwins_core::engine::RecvError::Closed) => return,
+            },
+        };
+        for id in ids {
+            let thing = twins.get_thing(&id);
+            let delta = thing.as_ref().map_or_else(
+                || Value::Object(serde_json::Map::new()),
+                |t| opentwins_core::delta::thing_delta(t.body()),
+            );
+            if !again && deltas.last.get(&id) == Some(&delta) {
+                continue;
+            }
+            let topic = deltas
+                .topic
+                .render(&id, "delta", &shared.config.instance_id);
+            let Some(permit) = permit(&pending, &mut stop).await else {
+                return;
+            };
+            if publish_delta(shared, client, topic, &delta, permit) {
+                if thing.is_some() {
+                    deltas.last.insert(id, delta);
+                } else {
+                    deltas.last.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// A permit to publish (at most `outbound.max_pending` awaiting their PUBACK); `None` on shutdown.
+async fn permit(
+    pending: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => None,
+        p = pending.clone().acquire_owned() => p.ok(),
+    }
+}
+
+/// Publishes one thing's delta retained (QoS 1): the JSON, or an empty payload when the delta
+/// is `{}` (which deletes the retained message). False when it could not be handed over.
+fn publish_delta(
+    shared: &Arc<Shared>,
+    client: &paho::AsyncClient,
+    topic: String,
+    delta: &Value,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> bool {
+    let empty = delta.as_object().is_some_and(serde_json::Map::is_empty);
+    let payload = if empty {
+        Vec::new()
+    } else {
+        delta.to_string().into_bytes()
+    };
+    if !publishable(&topic) || payload.len() > shared.config.max_message_size {
+        inc(&shared.counters.publish_errors);
+        tracing::warn!(topic = %topic.escape_debug(), size = payload.len(), "delta not publishable; dropped");
+        return false;
+    }
+    let mut b = paho::MessageBuilder::new()
+        .topic(topic)
+        .payload(payload)
+        .qos(1)
+        .retained(true);
+    if !empty {
+        let mut props = paho::Properties::new();
+        let _ = props.push_string(paho::PropertyCode::ContentType, "application/json");
+        b = b.properties(props);
+    }
+    match client.try_publish(b.finalize()) {
+        Ok(token) => {
+            watch_delivery(shared, token, Some(permit));
+            true
+        }
+        Err(e) => {
+            inc(&shared.counters.publish_errors);
+            tracing::warn!(error = %e, "publishing a delta failed");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opentwins_core::protocol::{EventAction, Headers};
@@ -795,6 +958,31 @@ mod tests {
             timestamp: Timestamp::now(),
             headers: Headers::default(),
             provenance: None,
+        }
+    }
+
+    #[test]
+    fn only_feature_state_touches_the_delta() {
+        let touches = |p: &str| touches_delta(&Pointer::parse(p).unwrap());
+        for p in [
+            "/",
+            "/features",
+            "/features/ac",
+            "/features/ac/properties",
+            "/features/ac/properties/on/x",
+            "/features/ac/desiredProperties",
+            "/features/ac/desiredProperties/on",
+        ] {
+            assert!(touches(p), "{p}");
+        }
+        for p in [
+            "/attributes",
+            "/attributes/features",
+            "/policyId",
+            "/definition",
+            "/features/ac/definition",
+        ] {
+            assert!(!touches(p), "{p}");
         }
     }
 

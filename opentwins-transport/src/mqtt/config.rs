@@ -65,6 +65,10 @@ pub struct MqttConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Outbound events.
     pub outbound: OutboundConfig,
+    /// Topic of each thing's desired/reported delta, published retained (QoS 1) whenever it
+    /// changes and cleared (an empty retained payload) when it becomes empty. Placeholders
+    /// `{namespace}`, `{name}`, `{thingId}`, `{instance}`. `None` or `""` disables it.
+    pub delta_topic: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -90,9 +94,13 @@ impl Default for MqttConfig {
             status: StatusConfig::default(),
             subscriptions: Vec::new(),
             outbound: OutboundConfig::default(),
+            delta_topic: Some(DEFAULT_DELTA_TOPIC.into()),
         }
     }
 }
+
+/// The default [`MqttConfig::delta_topic`].
+pub(crate) const DEFAULT_DELTA_TOPIC: &str = "opentwins/delta/{namespace}/{name}";
 
 /// TLS client settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -248,6 +256,11 @@ impl MqttConfig {
         self.status.topic.replace("{instance}", &self.instance_id)
     }
 
+    /// The delta topic pattern, when deltas are published.
+    pub(crate) fn delta_pattern(&self) -> Option<&str> {
+        self.delta_topic.as_deref().filter(|t| !t.is_empty())
+    }
+
     /// The broker URL as the client library wants it (`mqtt://` → `tcp://`, `mqtts://` →
     /// `ssl://`), and whether it uses TLS.
     pub(crate) fn broker_uri(&self) -> Result<(String, bool), MqttError> {
@@ -297,6 +310,22 @@ impl MqttConfig {
             return Err(MqttError::config("outbound.qos must be 0, 1 or 2"));
         }
         EventTopic::parse(&self.outbound.topic)?;
+        if let Some(t) = self.delta_pattern() {
+            EventTopic::parse(t).map_err(|e| match e {
+                MqttError::Config(m) => {
+                    MqttError::config(m.replacen("outbound topic", "delta_topic", 1))
+                }
+                e => e,
+            })?;
+            if ["{channel}", "{criterion}", "{action}"]
+                .iter()
+                .any(|v| t.contains(v))
+            {
+                return Err(MqttError::config(format!(
+                    "delta_topic '{t}': only {{namespace}}, {{name}}, {{thingId}} and {{instance}} apply"
+                )));
+            }
+        }
         if let Some(f) = &self.outbound.extra_fields {
             opentwins_core::FieldSelector::parse(f)
                 .map_err(|e| MqttError::config(format!("outbound.extra_fields: {e}")))?;
@@ -426,5 +455,33 @@ mod tests {
         c.outbound.fields = None;
         c.outbound.topic = "x/{nope}".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn delta_topic_defaults_on_and_can_be_disabled() {
+        let c = MqttConfig::default();
+        assert_eq!(c.delta_pattern(), Some(DEFAULT_DELTA_TOPIC));
+        let off: MqttConfig = serde_json::from_str(r#"{"delta_topic": null}"#).unwrap();
+        assert_eq!(off.delta_pattern(), None);
+        let off: MqttConfig = serde_json::from_str(r#"{"delta_topic": ""}"#).unwrap();
+        assert_eq!(off.delta_pattern(), None);
+        off.validate().unwrap();
+        for bad in [
+            "d/{action}/{thingId}",
+            "d/{nope}",
+            "d/#",
+            "d/{channel}/{name}",
+        ] {
+            let c = MqttConfig {
+                delta_topic: Some(bad.into()),
+                ..MqttConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c = MqttConfig {
+            delta_topic: Some("{instance}/delta/{thingId}".into()),
+            ..MqttConfig::default()
+        };
+        c.validate().unwrap();
     }
 }

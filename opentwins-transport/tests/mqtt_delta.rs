@@ -1,0 +1,249 @@
+//! The bridge's retained desired/reported delta against a real Mosquitto 2 on 127.0.0.1:1883:
+//! desired state written at the hub reaches a device that subscribes late, and the retained
+//! message is cleared once the device reports the desired values. Skips loudly when no broker
+//! is there, fails instead when `OPENTWINS_REQUIRE_SERVICES=1`.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, ThingCommand};
+use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
+use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics};
+use paho_mqtt as paho;
+use serde_json::{Value, json};
+
+mod common;
+use common::require_services;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const SUBJECT: &str = "test:mqtt";
+const THING: &str = "test.delta:car-1";
+
+/// The shared broker's URL, or `None` (test skipped) when it is not running.
+fn broker() -> Option<String> {
+    let addr = "127.0.0.1:1883".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Some("tcp://127.0.0.1:1883".into());
+    }
+    assert!(
+        !require_services(),
+        "Mosquitto is not reachable on 127.0.0.1:1883 and OPENTWINS_REQUIRE_SERVICES=1"
+    );
+    eprintln!("\n!!! SKIPPED: Mosquitto is not reachable on 127.0.0.1:1883 !!!\n");
+    None
+}
+
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("ot-test/{test}/{}-{nanos}", std::process::id())
+}
+
+fn auth() -> AuthContext {
+    AuthContext::new([SUBJECT])
+}
+
+async fn apply(tw: &Twins, action: Action, path: &str, value: Value) {
+    let cmd = ThingCommand::new(
+        ThingId::new(THING).unwrap(),
+        action,
+        Pointer::parse(path).unwrap(),
+        Some(value),
+    );
+    tw.apply(&auth(), cmd).await.unwrap();
+}
+
+/// Polls the bridge's counters until `pred` holds.
+async fn wait_metrics(bridge: &MqttHandle, pred: impl Fn(&MqttMetrics) -> bool) -> MqttMetrics {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = bridge.metrics();
+        if pred(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "counters never matched: {m:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A device: a fresh MQTT 5 client subscribed to one topic.
+struct Device {
+    cli: paho::AsyncClient,
+    rx: paho::AsyncReceiver<Option<paho::Message>>,
+}
+
+impl Device {
+    async fn subscribe(broker: &str, id: &str, topic: &str) -> Device {
+        let mut cli = paho::CreateOptionsBuilder::new()
+            .server_uri(broker)
+            .client_id(id)
+            .mqtt_version(paho::MQTT_VERSION_5)
+            .create_client()
+            .unwrap();
+        let rx = cli.get_stream(None);
+        cli.connect(
+            paho::ConnectOptionsBuilder::new_v5()
+                .clean_start(true)
+                .finalize(),
+        )
+        .await
+        .unwrap();
+        cli.subscribe(topic, 1).await.unwrap();
+        Device { cli, rx }
+    }
+
+    async fn next(&self, secs: u64) -> paho::Message {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
+                .await
+                .expect("no message in time")
+                .expect("stream closed");
+            if let Some(m) = m {
+                return m;
+            }
+        }
+    }
+
+    async fn nothing_for(&self, ms: u64) {
+        if let Ok(Ok(Some(m))) =
+            tokio::time::timeout(Duration::from_millis(ms), self.rx.recv()).await
+        {
+            panic!("unexpected message on {}: {:?}", m.topic(), m.payload_str());
+        }
+    }
+
+    async fn leave(self) {
+        self.cli.disconnect(None).await.unwrap();
+    }
+}
+
+fn json_of(m: &paho::Message) -> Value {
+    serde_json::from_slice(m.payload()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_device_gets_the_retained_delta_until_it_reports() {
+    let Some(broker) = broker() else { return };
+    tokio::time::timeout(LIMIT, async {
+        let p = prefix("delta");
+        let tw = Twins::in_memory(EngineConfig::default());
+        let mut c = MqttConfig {
+            broker: broker.clone(),
+            instance_id: p.replace('/', "-"),
+            subject: vec![SUBJECT.into()],
+            delta_topic: Some(format!("{p}/delta/{{namespace}}/{{name}}")),
+            ..MqttConfig::default()
+        };
+        c.status.enabled = false;
+        c.outbound.enabled = false;
+        let (bridge, _join) = MqttBridge::spawn(c, tw.clone()).unwrap();
+        assert!(
+            bridge.wait_connected(Duration::from_secs(20)).await,
+            "bridge did not connect"
+        );
+        let topic = format!("{p}/delta/test.delta/car-1");
+
+        // A thing without desired state: the first look at it publishes the (empty) clear.
+        apply(
+            &tw,
+            Action::Create,
+            "/",
+            json!({"features": {"ac": {"properties": {"on": false, "temp": 19}}}}),
+        )
+        .await;
+        wait_metrics(&bridge, |m| m.messages_out >= 1).await;
+        // The hub wants the air conditioning on at 21 degrees.
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/ac/desiredProperties",
+            json!({"on": true, "temp": 21}),
+        )
+        .await;
+        wait_metrics(&bridge, |m| m.messages_out >= 2).await;
+
+        // The device connects later and gets the pending delta at once, retained.
+        let device = Device::subscribe(&broker, &format!("{p}-device"), &topic).await;
+        let m = device.next(10).await;
+        assert!(m.retained(), "a retained message");
+        assert_eq!(m.topic(), topic);
+        assert_eq!(
+            json_of(&m),
+            json!({"features": {"ac": {"on": true, "temp": 21}}})
+        );
+        assert_eq!(
+            m.properties()
+                .get_string(paho::PropertyCode::ContentType)
+                .as_deref(),
+            Some("application/json")
+        );
+
+        // Changes that leave the delta as it is publish nothing.
+        apply(&tw, Action::Merge, "/attributes", json!({"model": "x"})).await;
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/ac/properties",
+            json!({"fan": 2}),
+        )
+        .await;
+        device.nothing_for(400).await;
+        let out = bridge.metrics().messages_out;
+
+        // The device reports part of it: the new, smaller delta.
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/ac/properties",
+            json!({"on": true}),
+        )
+        .await;
+        let m = device.next(10).await;
+        assert_eq!(json_of(&m), json!({"features": {"ac": {"temp": 21}}}));
+        // ... and the rest: an empty payload clears the retained message.
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/ac/properties",
+            json!({"temp": 21.0}),
+        )
+        .await;
+        let m = device.next(10).await;
+        assert!(m.payload().is_empty(), "{:?}", m.payload_str());
+        wait_metrics(&bridge, |m| m.messages_out >= out + 2).await;
+        device.leave().await;
+
+        // A device that connects now gets nothing: the broker holds no delta for the thing.
+        let late = Device::subscribe(&broker, &format!("{p}-late"), &topic).await;
+        late.nothing_for(500).await;
+
+        // New desired state reaches the connected device; deleting the thing clears it again.
+        apply(
+            &tw,
+            Action::Modify,
+            "/features/ac/desiredProperties/temp",
+            json!(23),
+        )
+        .await;
+        assert_eq!(
+            json_of(&late.next(10).await),
+            json!({"features": {"ac": {"temp": 23}}})
+        );
+        let delete = ThingCommand::new(
+            ThingId::new(THING).unwrap(),
+            Action::Delete,
+            Pointer::root(),
+            None,
+        );
+        tw.apply(&auth(), delete).await.unwrap();
+        assert!(late.next(10).await.payload().is_empty());
+        late.leave().await;
+        assert_eq!(bridge.metrics().publish_errors, 0);
+        bridge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
