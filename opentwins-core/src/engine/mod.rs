@@ -135,6 +135,8 @@ struct Inner {
     pending: Arc<tokio::sync::Semaphore>,
     /// Stamps this instance's changes.
     clock: Clock,
+    /// Whether writes record clocks (set once links exist: [`Twins::enable_clocks`]).
+    clocks_on: AtomicBool,
     /// Clocks of things deleted here, so older changes arriving later do not bring them back.
     graves: Mutex<HashMap<ThingId, Stamp>>,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
@@ -197,6 +199,7 @@ impl Twins {
                 sinks: RwLock::new(Vec::new()),
                 pending,
                 clock,
+                clocks_on: AtomicBool::new(false),
                 graves: Mutex::new(HashMap::new()),
                 store_failed: AtomicBool::new(false),
             }),

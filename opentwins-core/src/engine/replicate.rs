@@ -43,6 +43,15 @@ impl Twins {
         self.inner.clock.origin()
     }
 
+    /// Makes every write from now on record per-path clocks (links call it: an instance that
+    /// is never linked keeps no clocks and pays nothing for them). Things written before get
+    /// clocks for their whole body, stamped with their last modification, when next touched.
+    pub fn enable_clocks(&self) {
+        self.inner
+            .clocks_on
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Applies a peer's changes of one thing for `auth` (the link's subject): per path, the
     /// change with the newest clock wins; older and duplicate changes are ignored, so any order
     /// and any number of deliveries give the same state.
@@ -68,6 +77,7 @@ impl Twins {
         if update.hops.iter().any(|h| **h == *self.instance_id()) {
             return Ok(Applied::default());
         }
+        self.enable_clocks();
         let permit = self
             .inner
             .pending
@@ -336,6 +346,14 @@ impl Inner {
     /// Gives a thing without clocks (stored before clocks existed) clocks for its whole body,
     /// older than any change made since.
     pub(super) fn ensure_clocks(&self, thing: &mut Thing) {
+        if !self.clocks_on() {
+            // Clocks that are not kept up to date would be wrong later: drop them (they are
+            // made again from the last modification when clocks are turned on).
+            if !thing.clocks().is_empty() {
+                *thing.clocks_mut() = Replica::new();
+            }
+            return;
+        }
         if !thing.clocks().is_empty() {
             return;
         }
@@ -358,6 +376,9 @@ impl Inner {
         thing: &mut Thing,
         cmd: &ThingCommand,
     ) -> Option<Arc<Provenance>> {
+        if !self.clocks_on() {
+            return None;
+        }
         let stamp = self.clock.now();
         let changes = local_changes(cmd, thing.body(), &stamp);
         let forward = !super::read(&self.sinks).is_empty();
@@ -375,6 +396,10 @@ impl Inner {
         forward.then(|| self.local_provenance(Replica::from(effective)))
     }
 
+    fn clocks_on(&self) -> bool {
+        self.clocks_on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn local_provenance(&self, changes: Replica) -> Arc<Provenance> {
         let me: Arc<str> = Arc::from(self.clock.origin());
         Arc::new(Provenance {
@@ -386,6 +411,9 @@ impl Inner {
 
     /// A stamp for a local deletion of a whole thing, remembered as its grave.
     pub(super) fn bury(&self, thing: &Thing) -> Option<Arc<Provenance>> {
+        if !self.clocks_on() {
+            return None;
+        }
         let stamp = self.clock.now();
         lock(&self.graves).insert(thing.id().clone(), stamp.clone());
         let forward = !super::read(&self.sinks).is_empty();
@@ -544,6 +572,7 @@ mod engine_tests {
         let id = ThingId::new("ns:c").unwrap();
         let auth = AuthContext::new(["test:a"]);
         let tw = Twins::open(config.clone(), store.clone()).unwrap();
+        tw.enable_clocks();
         let body = json!({"attributes": {"a": 1}, "features": {"f": {"properties": {"x": 1}}}});
         let cmd = ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(body));
         tw.apply(&auth, cmd).await.unwrap();
@@ -558,6 +587,7 @@ mod engine_tests {
         assert!(clocks.get("/thingId").is_none() && clocks.get("/policyId").is_none());
         drop(tw);
         let again = Twins::open(config, store).unwrap();
+        again.enable_clocks();
         assert_eq!(again.get_thing(&id).unwrap().clocks().clocks_json(), clocks);
         // A peer's older change loses, a newer one wins.
         let older = Update {

@@ -199,6 +199,14 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Lets ordered maps keyed by pointers be searched by a prefix of segments without allocating
+/// (the derived order of `Pointer` is the order of its segment slice).
+impl std::borrow::Borrow<[String]> for Pointer {
+    fn borrow(&self) -> &[String] {
+        &self.segments
+    }
+}
+
 impl fmt::Display for Pointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.segments.is_empty() {

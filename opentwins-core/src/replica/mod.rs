@@ -80,24 +80,24 @@ impl Replica {
         if self.hidden(&change.path, &change.stamp) {
             return false;
         }
-        let slot = self.slots.entry(change.path.clone()).or_default();
-        match change.cell {
+        let Change { path, cell, stamp } = change;
+        let slot = match self.slots.get_mut(&path) {
+            Some(slot) => slot,
+            None => self.slots.entry(path.clone()).or_default(),
+        };
+        match cell {
             Cell::Object => {
-                if slot.object.as_ref().is_some_and(|o| *o >= change.stamp) {
+                if slot.object.as_ref().is_some_and(|o| *o >= stamp) {
                     return false;
                 }
-                slot.object = Some(change.stamp);
+                slot.object = Some(stamp);
             }
             cell => {
-                if slot
-                    .replace
-                    .as_ref()
-                    .is_some_and(|(s, _)| *s >= change.stamp)
-                {
+                if slot.replace.as_ref().is_some_and(|(s, _)| *s >= stamp) {
                     return false;
                 }
-                slot.replace = Some((change.stamp.clone(), cell));
-                self.drop_hidden_below(&change.path, &change.stamp);
+                slot.replace = Some((stamp.clone(), cell));
+                self.drop_hidden_below(&path, &stamp);
             }
         }
         true
@@ -131,18 +131,17 @@ impl Replica {
     /// Whether the value or removal that decides `path` (at the path, or else at the nearest
     /// ancestor holding one) was written by `origin`.
     pub fn written_by(&self, path: &Pointer, origin: &str) -> bool {
-        let mut at = Some(path.clone());
-        while let Some(p) = at {
-            if let Some(Slot {
-                replace: Some((stamp, _)),
-                ..
-            }) = self.slots.get(&p)
-            {
-                return &*stamp.origin == origin;
-            }
-            at = p.parent();
-        }
-        false
+        let segments = path.segments();
+        (0..=segments.len())
+            .rev()
+            .find_map(|n| match self.slots.get(&segments[..n]) {
+                Some(Slot {
+                    replace: Some((stamp, _)),
+                    ..
+                }) => Some(&*stamp.origin == origin),
+                _ => None,
+            })
+            .unwrap_or(false)
     }
 
     /// Whether applying `change` would change the state (without applying it).
@@ -205,19 +204,13 @@ impl Replica {
     /// Whether something stamped `stamp` at `path` is hidden by a newer value or removal at an
     /// ancestor.
     fn hidden(&self, path: &Pointer, stamp: &Stamp) -> bool {
-        let mut ancestor = path.parent();
-        while let Some(p) = ancestor {
-            if let Some(Slot {
-                replace: Some((s, _)),
-                ..
-            }) = self.slots.get(&p)
-                && s > stamp
-            {
-                return true;
-            }
-            ancestor = p.parent();
-        }
-        false
+        let segments = path.segments();
+        (0..segments.len()).any(|n| {
+            matches!(
+                self.slots.get(&segments[..n]),
+                Some(Slot { replace: Some((s, _)), .. }) if s > stamp
+            )
+        })
     }
 
     /// The JSON this state stands for (`Value::Null` if nothing is visible).

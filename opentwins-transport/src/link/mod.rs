@@ -159,6 +159,7 @@ impl Links {
     /// store is sled: an acknowledged write is then in the outbox as durably as in the store),
     /// and `network` for in-process peers.
     pub fn new(twins: Twins, db: sled::Db, network: Option<Network>) -> Links {
+        twins.enable_clocks();
         let inner = Arc::new(Shared {
             twins: twins.clone(),
             db,
