@@ -200,6 +200,9 @@ struct Deltas {
     topic: EventTopic,
     /// The delta last published per thing; `{}` stands for the empty payload that cleared it.
     last: HashMap<ThingId, Value>,
+    /// Things seen without any `desiredProperties`: a report to their `properties` (a camera
+    /// frame, a lane decision) cannot give them a delta, so it costs nothing here.
+    undesired: std::collections::HashSet<ThingId>,
 }
 
 /// Starts the MQTT bridge.
@@ -283,6 +286,7 @@ impl MqttBridge {
                 subscription: twins.subscribe(AuthContext::system(), None)?,
                 topic: EventTopic::parse(pattern)?,
                 last: HashMap::new(),
+                undesired: std::collections::HashSet::new(),
             }),
             None => None,
         };
@@ -815,6 +819,11 @@ fn touches_delta(path: &Pointer) -> bool {
     }
 }
 
+/// Whether an event at `path` only reports state (at or below a feature's `properties`).
+fn reports_only(path: &Pointer) -> bool {
+    matches!(path.segments(), [f, _, section, ..] if f == "features" && section == "properties")
+}
+
 /// Publishes each thing's delta retained when it changed (an empty retained payload when it
 /// became empty), and republishes the pending ones after every reconnect (a broker that lost
 /// its retained messages gets them back).
@@ -849,7 +858,13 @@ async fn delta_loop(
                 (pending_ids, true)
             }
             e = deltas.subscription.recv() => match e {
-                Ok(event) if touches_delta(&event.path) => (vec![event.thing_id], false),
+                Ok(event)
+                    if touches_delta(&event.path)
+                        && !(deltas.undesired.contains(&event.thing_id)
+                            && reports_only(&event.path)) =>
+                {
+                    (vec![event.thing_id], false)
+                }
                 Ok(_) => continue,
                 Err(opentwins_core::engine::RecvError::Lagged(n)) => {
                     shared.counters.events_lagged.fetch_add(n, Ordering::Relaxed);
@@ -861,6 +876,18 @@ async fn delta_loop(
         };
         for id in ids {
             let thing = twins.get_thing(&id);
+            let has_desired = thing.as_ref().is_some_and(|t| {
+                t.body()["features"]
+                    .as_object()
+                    .is_some_and(|f| f.values().any(|f| f.get("desiredProperties").is_some()))
+            });
+            if has_desired {
+                deltas.undesired.remove(&id);
+            } else if thing.is_some() {
+                deltas.undesired.insert(id.clone());
+            } else {
+                deltas.undesired.remove(&id);
+            }
             let delta = thing.as_ref().map_or_else(
                 || Value::Object(serde_json::Map::new()),
                 |t| opentwins_core::delta::thing_delta(t.body()),
