@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::{PolicyId, Thing, ThingId};
 use crate::policy::Policy;
 use crate::protocol::{PolicyResponse, ThingEvent, ThingResponse};
-use crate::replica::{Clock, Stamp};
+use crate::replica::Clock;
 use crate::sink::Sink;
 use crate::store::{Durable, Kind, Store};
 
@@ -137,8 +137,9 @@ struct Inner {
     clock: Clock,
     /// Whether writes record clocks (set once links exist: [`Twins::enable_clocks`]).
     clocks_on: AtomicBool,
-    /// Clocks of things deleted here, so older changes arriving later do not bring them back.
-    graves: Mutex<HashMap<ThingId, Stamp>>,
+    /// Clocks of things not held here (deleted, or only removals arrived): older changes
+    /// arriving later do not bring them back, and newer ones are not lost.
+    graves: Mutex<HashMap<ThingId, crate::replica::Replica>>,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
     /// because its memory may hold changes the store does not.
     store_failed: AtomicBool,

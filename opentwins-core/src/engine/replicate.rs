@@ -151,20 +151,23 @@ impl Inner {
         let mut guard = lock(&slot);
         let Some(thing) = guard.heat(&slot, &self.hot)? else {
             // A thing this instance does not hold (or deleted): the changes may create it.
-            let mut replica = Replica::new();
-            if let Some(grave) = lock(&self.graves).get(id) {
-                replica.apply(change_for_delete(&Pointer::root(), grave));
-            }
+            let mut replica = lock(&self.graves).get(id).cloned().unwrap_or_default();
             let effective = apply_all(&mut replica, &update.changes);
             let view = replica.materialize();
             if !view.is_object() {
-                if let Some(Change { stamp, .. }) = effective
-                    .iter()
-                    .find(|c| c.path.is_root() && c.cell == Cell::Removed)
-                {
-                    lock(&self.graves).insert(id.clone(), stamp.clone());
+                // Nothing to hold, but the clocks are kept (a later, older change must not
+                // bring the thing back; a removal newer than a later create must still win)
+                // and passed on: peers beyond this one may hold the thing.
+                let changes = effective.len();
+                if changes > 0 {
+                    lock(&self.graves).insert(id.clone(), replica);
+                    self.forward_absent(id, update, effective);
                 }
-                return Ok((Applied::default(), None));
+                let applied = Applied {
+                    changes,
+                    ..Applied::default()
+                };
+                return Ok((applied, None));
             }
             let now = Timestamp::now();
             let mut thing = Thing::new(id.clone(), view, now)?;
@@ -255,15 +258,8 @@ impl Inner {
         let old_revision = thing.revision();
         let now = Timestamp::now();
         if !new_view.is_object() {
-            // The thing was deleted by a newer change.
-            let stamp = effective
-                .iter()
-                .filter(|c| c.path.is_root())
-                .map(|c| c.stamp.clone())
-                .max();
-            if let Some(stamp) = stamp {
-                lock(&self.graves).insert(id.clone(), stamp);
-            }
+            // The thing was deleted by a newer change; its clocks stay as its grave.
+            lock(&self.graves).insert(id.clone(), replica.clone());
             let event = ThingEvent {
                 thing_id: id.clone(),
                 action: EventAction::Deleted,
@@ -330,6 +326,24 @@ impl Inner {
             refused,
         };
         Ok((applied, Some(durable)))
+    }
+
+    /// Hands changes of a thing this instance does not hold to the sinks (links pass them on;
+    /// subscribers see nothing): an event at `/` with revision 0 and no value.
+    fn forward_absent(&self, id: &crate::model::ThingId, update: &Update, effective: Vec<Change>) {
+        let event = ThingEvent {
+            thing_id: id.clone(),
+            action: EventAction::Merged,
+            path: Pointer::root(),
+            value: None,
+            revision: 0,
+            timestamp: Timestamp::now(),
+            headers: Headers::default(),
+            provenance: Some(self.forwarded(update, effective)),
+        };
+        for sink in super::read(&self.sinks).iter() {
+            sink.on_event(&event, None);
+        }
     }
 
     /// The provenance of changes received in `update` that took effect here.
@@ -415,14 +429,10 @@ impl Inner {
             return None;
         }
         let stamp = self.clock.now();
-        lock(&self.graves).insert(thing.id().clone(), stamp.clone());
+        let grave = Replica::from(vec![change_for_delete(&Pointer::root(), &stamp)]);
+        lock(&self.graves).insert(thing.id().clone(), grave.clone());
         let forward = !super::read(&self.sinks).is_empty();
-        forward.then(|| {
-            self.local_provenance(Replica::from(vec![change_for_delete(
-                &Pointer::root(),
-                &stamp,
-            )]))
-        })
+        forward.then(|| self.local_provenance(grave))
     }
 }
 
