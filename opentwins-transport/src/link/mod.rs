@@ -690,7 +690,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                             () = tokio::time::sleep(backoff) => {}
                             _ = stopped.changed() => return,
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
                 }
             }
