@@ -50,6 +50,21 @@ struct Args {
     /// it as JSON. The parent runs each RSS measurement in a fresh child process.
     #[arg(long, hide = true)]
     rss_child: Option<String>,
+    /// Keep per-path clocks on every write, as an instance with links does
+    /// (`Twins::enable_clocks`); off by default, as on an instance without links.
+    #[arg(long)]
+    clocks: bool,
+}
+
+/// Set from `--clocks`: every engine of the run keeps clocks.
+static CLOCKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `tw`, with clocks on when the run asks for them.
+fn with_clocks(tw: Twins) -> Twins {
+    if CLOCKS.load(std::sync::atomic::Ordering::Relaxed) {
+        tw.enable_clocks();
+    }
+    tw
 }
 
 /// In a fresh process: RSS before and after creating `n` small things on `store`.
@@ -60,7 +75,7 @@ async fn rss_child(store: &str, n: usize, hot: usize) {
         max_hot_things: if store.ends_with("-hot") { hot } else { 0 },
         ..EngineConfig::default()
     };
-    let tw = if store.starts_with("memory") {
+    let tw = with_clocks(if store.starts_with("memory") {
         Twins::in_memory(config)
     } else {
         let store: Arc<dyn Store> = Arc::new(
@@ -71,7 +86,7 @@ async fn rss_child(store: &str, n: usize, hot: usize) {
             .expect("sled"),
         );
         Twins::open(config, store).expect("open")
-    };
+    });
     if store == "memory-shared-policy" {
         // One policy for the fleet instead of Ditto's default policy per thing.
         let owner = ThingCommand::new(
@@ -110,6 +125,11 @@ fn measure_rss(store: &str, n: usize, hot: usize) -> Value {
             "--hot",
             &hot.to_string(),
         ])
+        .args(
+            CLOCKS
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then_some("--clocks"),
+        )
         .output()
         .expect("run child");
     serde_json::from_slice(&out.stdout).expect("child output")
@@ -273,6 +293,7 @@ fn row(name: &str, ours: f64, baseline: f64, results: &mut Vec<Value>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
+    CLOCKS.store(args.clocks, std::sync::atomic::Ordering::Relaxed);
     let mut results = Vec::new();
 
     if let Some(store) = &args.rss_child {
@@ -300,7 +321,7 @@ async fn main() {
         );
         results.push(json!({"scenario": format!("rss {store} store"), "things": args.things, "rss_before_bytes": before, "rss_after_bytes": after}));
     }
-    let tw = Twins::in_memory(EngineConfig::default());
+    let tw = with_clocks(Twins::in_memory(EngineConfig::default()));
     create_things(&tw, args.things).await;
 
     let c = args.concurrency;
@@ -317,10 +338,10 @@ async fn main() {
     );
     drop(tw);
     // Every access to a cold thing: the worst case of a small hot set.
-    let tw = Twins::in_memory(EngineConfig {
+    let tw = with_clocks(Twins::in_memory(EngineConfig {
         max_hot_things: args.hot,
         ..EngineConfig::default()
-    });
+    }));
     create_things(&tw, args.things).await;
     let ours_cold = engine_merges(&tw, args.ops, args.things, c, false).await;
     row(
@@ -349,7 +370,7 @@ async fn main() {
         })
         .expect("sled"),
     );
-    let tw = Twins::open(EngineConfig::default(), store).expect("open");
+    let tw = with_clocks(Twins::open(EngineConfig::default(), store).expect("open"));
     create_things(&tw, args.things).await;
     let dur1 = engine_merges(&tw, args.durable_ops, 1, c, true).await;
     row("sled store durable, 1 thing", dur1, raw1, &mut results);
@@ -363,7 +384,11 @@ async fn main() {
 
     if let Some(out) = args.out {
         std::fs::create_dir_all(&out).expect("create out dir");
-        let path = out.join("engine.json");
+        let path = out.join(if args.clocks {
+            "engine-clocks.json"
+        } else {
+            "engine.json"
+        });
         let doc = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "concurrency": c, "results": results});
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
             .expect("write results");
