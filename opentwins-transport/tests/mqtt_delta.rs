@@ -3,7 +3,6 @@
 //! message is cleared once the device reports the desired values. Skips loudly when no broker
 //! is there, fails instead when `OPENTWINS_REQUIRE_SERVICES=1`.
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use opentwins_core::policy::AuthContext;
@@ -14,33 +13,11 @@ use paho_mqtt as paho;
 use serde_json::{Value, json};
 
 mod common;
-use common::require_services;
+use common::{broker, prefix};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SUBJECT: &str = "test:mqtt";
 const THING: &str = "test.delta:car-1";
-
-/// The shared broker's URL, or `None` (test skipped) when it is not running.
-fn broker() -> Option<String> {
-    let addr = "127.0.0.1:1883".parse().unwrap();
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return Some("tcp://127.0.0.1:1883".into());
-    }
-    assert!(
-        !require_services(),
-        "Mosquitto is not reachable on 127.0.0.1:1883 and OPENTWINS_REQUIRE_SERVICES=1"
-    );
-    eprintln!("\n!!! SKIPPED: Mosquitto is not reachable on 127.0.0.1:1883 !!!\n");
-    None
-}
-
-fn prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("ot-test/{test}/{}-{nanos}", std::process::id())
-}
 
 fn auth() -> AuthContext {
     AuthContext::new([SUBJECT])

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 pub use config::EngineConfig;
-pub use replicate::Applied;
+pub use replicate::{Applied, replicated};
 pub use search::SearchResult;
 pub use subscribe::{RecvError, Subscription};
 

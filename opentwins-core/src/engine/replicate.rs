@@ -467,7 +467,7 @@ fn local_changes(cmd: &ThingCommand, body: &Value, stamp: &Stamp) -> Vec<Change>
 }
 
 /// The replicated part of a body (or of a root patch): all but `thingId` and `policyId`.
-pub(super) fn replicated(body: &Value) -> Value {
+pub fn replicated(body: &Value) -> Value {
     match body {
         Value::Object(m) => Value::Object(
             m.iter()

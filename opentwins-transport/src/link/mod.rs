@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentwins_core::Twins;
-use opentwins_core::engine::Applied;
+use opentwins_core::engine::{Applied, replicated};
 use opentwins_core::error::Error;
 use opentwins_core::model::{Pointer, PolicyId, Thing, ThingId};
 use opentwins_core::policy::AuthContext;
@@ -735,18 +735,6 @@ fn coalesce() -> Coalesce {
         let b = decode(newer)?;
         a.absorb(&b).then(|| encode(&a, enqueued_at(older)))
     })
-}
-
-fn replicated(body: &serde_json::Value) -> serde_json::Value {
-    match body {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .filter(|(k, _)| *k != "thingId" && *k != "policyId")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 fn now_ms() -> u64 {

@@ -12,6 +12,29 @@ use opentwins_core::{EngineConfig, Pointer, Twins};
 use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
 use serde_json::json;
 
+/// The shared broker's URL, or `None` (test skipped) when it is not running.
+pub fn broker() -> Option<String> {
+    let addr = "127.0.0.1:1883".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Some("tcp://127.0.0.1:1883".into());
+    }
+    assert!(
+        !require_services(),
+        "Mosquitto is not reachable on 127.0.0.1:1883 and OPENTWINS_REQUIRE_SERVICES=1"
+    );
+    eprintln!("\n!!! SKIPPED: Mosquitto is not reachable on 127.0.0.1:1883 !!!\n");
+    None
+}
+
+/// A topic prefix of its own for one test run.
+pub fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("ot-test/{test}/{}-{nanos}", std::process::id())
+}
+
 /// Whether missing services fail the test instead of skipping it (CI sets it).
 pub fn require_services() -> bool {
     std::env::var("OPENTWINS_REQUIRE_SERVICES").as_deref() == Ok("1")
