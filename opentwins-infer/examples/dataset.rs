@@ -79,9 +79,13 @@ fn main() {
     let mut threads = 2usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let value = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
-            "--first-seed" => first_seed = value.parse().unwrap_or_else(|_| usage("bad --first-seed")),
+            "--first-seed" => {
+                first_seed = value.parse().unwrap_or_else(|_| usage("bad --first-seed"))
+            }
             "--count" => count = value.parse().unwrap_or_else(|_| usage("bad --count")),
             "--threads" => threads = value.parse().unwrap_or_else(|_| usage("bad --threads")),
             "--out" => out = value,
@@ -105,14 +109,17 @@ fn main() {
                             break done;
                         }
                         done.push((i, make(first_seed + i as u64)));
-                        if i % 2000 == 0 {
+                        if i.is_multiple_of(2000) {
                             eprintln!("{i}/{count} after {:.1?}", started.elapsed());
                         }
                     }
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
     });
     for (i, row) in chunks.into_iter().flatten() {
         rows[i] = Some(row);
@@ -120,17 +127,30 @@ fn main() {
     let mut pixels = std::io::BufWriter::new(
         std::fs::File::create(format!("{out}.u8")).unwrap_or_else(|e| fail(&e.to_string())),
     );
-    let mut csv = String::from("seed,width,height,encoding,offset,heading_deg,curvature,lane_width_m\n");
+    let mut csv =
+        String::from("seed,width,height,encoding,offset,heading_deg,curvature,lane_width_m\n");
     for row in rows.into_iter().flatten() {
-        pixels.write_all(&row.pixels).unwrap_or_else(|e| fail(&e.to_string()));
+        pixels
+            .write_all(&row.pixels)
+            .unwrap_or_else(|e| fail(&e.to_string()));
         csv.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",
-            row.seed, row.size.0, row.size.1, row.encoding, row.offset, row.heading_deg, row.curvature, row.lane_width_m
+            row.seed,
+            row.size.0,
+            row.size.1,
+            row.encoding,
+            row.offset,
+            row.heading_deg,
+            row.curvature,
+            row.lane_width_m
         ));
     }
     pixels.flush().unwrap_or_else(|e| fail(&e.to_string()));
     std::fs::write(format!("{out}.csv"), csv).unwrap_or_else(|e| fail(&e.to_string()));
-    eprintln!("wrote {count} frames to {out}.u8/.csv in {:.1?}", started.elapsed());
+    eprintln!(
+        "wrote {count} frames to {out}.u8/.csv in {:.1?}",
+        started.elapsed()
+    );
 }
 
 fn usage(problem: &str) -> ! {

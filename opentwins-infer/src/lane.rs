@@ -59,7 +59,12 @@ impl LaneSpec {
                 self.width, self.height
             )));
         }
-        if self.normalize.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        if self
+            .normalize
+            .std
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
             return Err(Error::Spec(format!(
                 "normalize.std {:?} must be positive",
                 self.normalize.std
@@ -170,8 +175,12 @@ impl LaneModel {
 
     /// Decodes a JPEG/PNG and turns it into the model's normalised NCHW input.
     pub fn preprocess(&self, image: &[u8]) -> Result<Vec<f32>> {
-        let small =
-            preprocess::decode_resized(image, self.spec.width, self.spec.height, Resize::default())?;
+        let small = preprocess::decode_resized(
+            image,
+            self.spec.width,
+            self.spec.height,
+            Resize::default(),
+        )?;
         Ok(self.spec.normalize.to_nchw(&small))
     }
 

@@ -123,7 +123,10 @@ fn corrupt_model_and_bad_description_are_errors() {
     assert!(matches!(e, Error::Spec(_)), "{e}");
     let mut s = spec();
     s.normalize.std[1] = 0.0;
-    assert!(matches!(LaneModel::from_bytes(BUNDLED_ONNX, s), Err(Error::Spec(_))));
+    assert!(matches!(
+        LaneModel::from_bytes(BUNDLED_ONNX, s),
+        Err(Error::Spec(_))
+    ));
 }
 
 #[test]
@@ -135,7 +138,10 @@ fn load_from_files() {
     std::fs::write(&onnx, BUNDLED_ONNX).unwrap();
     // The model without its description.
     let e = LaneModel::load(&onnx).unwrap_err();
-    assert!(matches!(e, Error::ModelNotFound { ref path } if path.ends_with("lane.json")), "{e}");
+    assert!(
+        matches!(e, Error::ModelNotFound { ref path } if path.ends_with("lane.json")),
+        "{e}"
+    );
     std::fs::write(dir.path().join("lane.json"), "{\"name\": 1}").unwrap();
     assert!(matches!(LaneModel::load(&onnx), Err(Error::Spec(_))));
     std::fs::write(dir.path().join("lane.json"), BUNDLED_SPEC).unwrap();

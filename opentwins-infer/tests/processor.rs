@@ -77,7 +77,13 @@ async fn a_frame_yields_lane_and_steering_features() {
         let (tw, handle) = setup(ProcessorConfig::default()).await;
 
         // As the MQTT telemetry mapping writes a JPEG: a merge of {frame, contentType, size}.
-        apply(&tw, Action::Merge, "/features/camera/properties", mapped(&scene(0.5, 2.0))).await;
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/camera/properties",
+            mapped(&scene(0.5, 2.0)),
+        )
+        .await;
         let f = lane_with_seq(&tw, 1).await;
         let lane = &f["lane"]["properties"];
         let offset = lane["offset"].as_f64().unwrap();
@@ -86,24 +92,43 @@ async fn a_frame_yields_lane_and_steering_features() {
         assert!((heading - 2.0).abs() < 1.0, "{lane}");
         assert_eq!(lane["coefficients"].as_array().unwrap().len(), 2);
         assert!(lane["inferenceMs"].as_f64().unwrap() > 0.0);
-        assert_eq!(lane["model"], json!(LaneModel::bundled().unwrap().spec().name));
+        assert_eq!(
+            lane["model"],
+            json!(LaneModel::bundled().unwrap().spec().name)
+        );
         // Right of centre and pointing right: steer left.
         let correction = f["steering"]["properties"]["correction"].as_f64().unwrap();
         assert!(correction < -3.0, "{correction}");
 
         // A plain base64 string written directly at the input path works too.
         let jpeg = scene(-0.4, -1.0).render(320, 180).to_jpeg(85).unwrap();
-        apply(&tw, Action::Modify, "/features/camera/properties/frame", json!(base64_of(&jpeg))).await;
+        apply(
+            &tw,
+            Action::Modify,
+            "/features/camera/properties/frame",
+            json!(base64_of(&jpeg)),
+        )
+        .await;
         let f = lane_with_seq(&tw, 2).await;
         let offset = f["lane"]["properties"]["offset"].as_f64().unwrap();
         assert!((offset + 0.4).abs() < 0.15, "{}", f["lane"]);
         assert!(f["steering"]["properties"]["correction"].as_f64().unwrap() > 0.0);
 
         // Unrelated writes are not frames.
-        apply(&tw, Action::Merge, "/features/gps/properties", json!({"lat": 1})).await;
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/gps/properties",
+            json!({"lat": 1}),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let m = handle.metrics();
-        assert_eq!((m.frames_in, m.processed, m.errors, m.skipped), (2, 2, 0, 0), "{m:?}");
+        assert_eq!(
+            (m.frames_in, m.processed, m.errors, m.skipped),
+            (2, 2, 0, 0),
+            "{m:?}"
+        );
         assert!(m.avg_inference_ms > 0.0);
         handle.shutdown().await;
     })
@@ -123,13 +148,25 @@ async fn corrupt_frames_are_counted_and_the_processor_carries_on() {
             json!(42),
         ];
         for (i, value) in bad.iter().enumerate() {
-            apply(&tw, Action::Merge, "/features/camera/properties", json!({"frame": value})).await;
+            apply(
+                &tw,
+                Action::Merge,
+                "/features/camera/properties",
+                json!({"frame": value}),
+            )
+            .await;
             // One at a time, so none is skipped as stale.
             while handle.metrics().errors < i as u64 + 1 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        apply(&tw, Action::Merge, "/features/camera/properties", mapped(&scene(0.0, 0.0))).await;
+        apply(
+            &tw,
+            Action::Merge,
+            "/features/camera/properties",
+            mapped(&scene(0.0, 0.0)),
+        )
+        .await;
         let f = lane_with_seq(&tw, bad.len() as u64 + 1).await;
         assert!(f["lane"]["properties"]["offset"].as_f64().unwrap().abs() < 0.15);
         let m = handle.metrics();
@@ -152,14 +189,24 @@ async fn a_burst_keeps_only_the_newest_frame() {
             .map(|&o| mapped(&scene(o, 0.0)))
             .collect();
         for frame in &frames {
-            apply(&tw, Action::Merge, "/features/camera/properties", frame.clone()).await;
+            apply(
+                &tw,
+                Action::Merge,
+                "/features/camera/properties",
+                frame.clone(),
+            )
+            .await;
         }
         let f = lane_with_seq(&tw, 5).await;
         // The last frame (offset 0.6) is the one inferred.
         let offset = f["lane"]["properties"]["offset"].as_f64().unwrap();
         assert!((offset - 0.6).abs() < 0.15, "{}", f["lane"]);
         let m = handle.metrics();
-        assert_eq!((m.frames_in, m.skipped, m.processed, m.pending), (5, 4, 1, 0), "{m:?}");
+        assert_eq!(
+            (m.frames_in, m.skipped, m.processed, m.pending),
+            (5, 4, 1, 0),
+            "{m:?}"
+        );
         handle.shutdown().await;
     })
     .await
@@ -172,8 +219,14 @@ async fn bad_configuration_is_an_error() {
         let tw = Twins::in_memory(EngineConfig::default());
         let model = LaneModel::bundled().unwrap();
         for config in [
-            ProcessorConfig { input: "/".into(), ..Default::default() },
-            ProcessorConfig { output_feature: "a/b".into(), ..Default::default() },
+            ProcessorConfig {
+                input: "/".into(),
+                ..Default::default()
+            },
+            ProcessorConfig {
+                output_feature: "a/b".into(),
+                ..Default::default()
+            },
             ProcessorConfig {
                 decision: "/features/camera/properties/frame/x".into(),
                 ..Default::default()
@@ -183,7 +236,12 @@ async fn bad_configuration_is_an_error() {
                 ..Default::default()
             },
         ] {
-            let r = Processor::spawn(tw.clone(), model.clone(), AuthContext::system(), config.clone());
+            let r = Processor::spawn(
+                tw.clone(),
+                model.clone(),
+                AuthContext::system(),
+                config.clone(),
+            );
             assert!(
                 matches!(r, Err(opentwins_infer::Error::Spec(_))),
                 "{config:?} was accepted"

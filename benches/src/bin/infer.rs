@@ -83,7 +83,12 @@ fn accuracy(model: &LaneModel, seeds: std::ops::Range<u64>, w: u32, h: u32, q: u
         let jpeg = scene.render(w, h).to_jpeg(q).expect("jpeg");
         let p = model.predict_image(&jpeg).expect("predict");
         let t = scene.truth();
-        let truth = [t.offset, t.heading_deg, t.curvature, scene.params.lane_width_m];
+        let truth = [
+            t.offset,
+            t.heading_deg,
+            t.curvature,
+            scene.params.lane_width_m,
+        ];
         let pred = [p.offset, p.heading_deg, p.curvature, p.lane_width_m];
         let mean = [0.0, 0.0, 0.0, 3.5];
         for i in 0..4 {
@@ -305,8 +310,11 @@ fn main() {
     if let Some(out) = args.out {
         std::fs::create_dir_all(&out).expect("create out dir");
         let path = out.join("infer.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json") + "\n")
-            .expect("write results");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).expect("json") + "\n",
+        )
+        .expect("write results");
         println!("wrote {}", path.display());
     }
 }

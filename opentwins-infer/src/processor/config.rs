@@ -73,7 +73,11 @@ impl ControlRule {
         let feed_forward = (self.wheelbase_m * p.curvature).atan().to_degrees();
         let raw = feed_forward - self.k_offset_deg * p.offset - self.k_heading * p.heading_deg;
         let max = self.max_deg.abs();
-        if raw.is_nan() { 0.0 } else { raw.clamp(-max, max) }
+        if raw.is_nan() {
+            0.0
+        } else {
+            raw.clamp(-max, max)
+        }
     }
 }
 
@@ -104,7 +108,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<ProcessorConfig>(&text).unwrap(), c);
         assert_eq!(serde_json::from_str::<ProcessorConfig>("{}").unwrap(), c);
         let partial: ProcessorConfig =
-            serde_json::from_str(r#"{"outputFeature": "lanes", "control": {"maxDeg": 5}}"#).unwrap();
+            serde_json::from_str(r#"{"outputFeature": "lanes", "control": {"maxDeg": 5}}"#)
+                .unwrap();
         assert_eq!(partial.output_feature, "lanes");
         assert_eq!(partial.control.max_deg, 5.0);
         assert_eq!(partial.control.k_heading, 1.0);

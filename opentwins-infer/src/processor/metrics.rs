@@ -37,7 +37,8 @@ impl Metrics {
     pub(crate) fn processed(&self, preprocess_us: u64, inference_us: u64) {
         self.last_preprocess_us
             .store(preprocess_us, Ordering::Relaxed);
-        self.last_inference_us.store(inference_us, Ordering::Relaxed);
+        self.last_inference_us
+            .store(inference_us, Ordering::Relaxed);
         self.total_preprocess_us
             .fetch_add(preprocess_us, Ordering::Relaxed);
         self.total_inference_us

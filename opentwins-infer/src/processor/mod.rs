@@ -86,9 +86,11 @@ impl Processor {
         }
         opentwins_core::model::validate_feature_id(&config.output_feature)
             .map_err(|e| Error::Spec(format!("output feature: {e}")))?;
-        let output = Pointer::from_segments(["features", config.output_feature.as_str(), "properties"])
-            .map_err(|e| Error::Spec(format!("output feature: {e}")))?;
-        if input.starts_with(&output) || output.starts_with(&input) || decision.starts_with(&input) {
+        let output =
+            Pointer::from_segments(["features", config.output_feature.as_str(), "properties"])
+                .map_err(|e| Error::Spec(format!("output feature: {e}")))?;
+        if input.starts_with(&output) || output.starts_with(&input) || decision.starts_with(&input)
+        {
             return Err(Error::Spec(
                 "the processor's outputs must not overlap its input".into(),
             ));
@@ -177,15 +179,16 @@ async fn receive(
                         .and_then(|t| t.get(&shared.input).cloned())
                 });
                 if let Some(value) = value {
-                    let replaced = shared
-                        .slots
-                        .offer(event.thing_id, value, event.revision);
+                    let replaced = shared.slots.offer(event.thing_id, value, event.revision);
                     shared.metrics.frame_in(replaced);
                     shared.work.notify_one();
                 }
             }
             Err(opentwins_core::engine::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "lane processor lagged behind the engine's events");
+                tracing::warn!(
+                    missed = n,
+                    "lane processor lagged behind the engine's events"
+                );
                 shared.metrics.lagged(n);
             }
             Err(opentwins_core::engine::RecvError::Closed) => break,
