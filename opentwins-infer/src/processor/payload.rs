@@ -88,6 +88,7 @@ mod tests {
             revision: 3,
             timestamp: Timestamp::from_micros(0),
             headers: Headers::default(),
+            provenance: None,
         }
     }
 
