@@ -1,13 +1,14 @@
 //! Frame preprocessing: base64 → JPEG/PNG bytes → RGB at the model's input size → normalised NCHW
 //! `f32`.
 //!
-//! The fast path for JPEG decodes straight to 1/2, 1/4 or 1/8 of the full size (DCT scaling in
-//! `jpeg-decoder`, which skips most of the inverse DCT work), then box-filters the remainder
-//! down to the exact input size. A 1280x720 or 640x360 camera frame lands exactly on the lane
-//! model's 160x90 input this way, so no resampling happens at all. PNG (and [`Resize::Full`])
-//! decodes at full size with `image` and box-filters. `benches/src/bin/infer.rs` measures both
-//! paths; the numbers are in `docs/benchmarks.md`. The training data goes through the same
-//! functions (`examples/dataset.rs`), so the model sees at inference exactly what it learnt on.
+//! The default path for JPEG decodes straight to 1/2, 1/4 or 1/8 of the full size (DCT scaling in
+//! `jpeg-decoder`), then box-filters the remainder down to the exact input size; a 1280x720 or
+//! 640x360 camera frame lands exactly on the lane model's 160x90 input this way. PNG (and
+//! [`Resize::Full`]) decodes at full size with `image` and box-filters. `benches/src/bin/infer.rs`
+//! times both: decoding dominates, and `image`'s full decode (zune-jpeg) turned out faster at
+//! 640x360 and equal at 1280x720, so the scaled path is not the fast one (docs/benchmarks.md). It
+//! stays the default because the shipped model was trained on its pixels: the training data goes
+//! through these same functions (`examples/dataset.rs`).
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,10 +62,11 @@ impl ImageFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Resize {
     /// JPEG: decode at the smallest DCT scale (1, 1/2, 1/4, 1/8) that still covers the target,
-    /// then box-filter. PNG has no such shortcut and decodes at full size. The default.
+    /// then box-filter. PNG has no such shortcut and decodes at full size. The default (the
+    /// shipped model was trained on these pixels).
     #[default]
     DecodeScaled,
-    /// Decode at full size with `image`, then box-filter: the reference path.
+    /// Decode at full size with `image` (zune-jpeg for JPEG), then box-filter.
     Full,
 }
 
