@@ -266,7 +266,18 @@ fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order()
     });
     network.set_down("b", true);
     let open_a = |network: Network, dir: std::path::PathBuf| async move {
-        let store = SledStore::open(SledConfig::new(dir)).unwrap();
+        // sled's threads may hold the file lock a moment after the last handle is dropped.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let store = loop {
+            match SledStore::open(SledConfig::new(&dir)) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("sled not ready yet ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        };
         let db = store.db().clone();
         let twins = Twins::open(
             EngineConfig {

@@ -25,13 +25,21 @@ fn temp_db() -> sled::Db {
     sled::Config::new().temporary(true).open().unwrap()
 }
 
-/// Opens a sled database the way the engine's store does: no periodic flusher.
+/// Opens a sled database the way the engine's store does: no periodic flusher. Right after the
+/// previous handle was dropped, sled's background threads may still hold the file lock for a
+/// moment: retry for up to 5 s.
 fn open_db(path: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(path)
-        .flush_every_ms(None)
-        .open()
-        .unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("sled not ready yet ({e}); retrying");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
 }
 
 fn open(db: &sled::Db, max_bytes: u64) -> Outbox {
