@@ -79,25 +79,19 @@ impl Update {
         true
     }
 
-    /// Only the changes at paths `keep` accepts.
-    pub fn select(&self, keep: impl Fn(&Pointer) -> bool) -> Update {
+    /// The same update with each change passed through `f`: kept as it is, changed, or
+    /// left out (`None`). Links select what they carry with it.
+    pub fn map_changes(&self, f: impl Fn(Change) -> Option<Change>) -> Update {
         let mut changes = Replica::new();
-        for change in self.changes.changes().filter(|c| keep(&c.path)) {
+        for change in self.changes.changes().filter_map(f) {
             changes.apply(change);
         }
-        Update {
-            changes,
-            ..self.clone_without_changes()
-        }
-    }
-
-    fn clone_without_changes(&self) -> Update {
         Update {
             thing_id: self.thing_id.clone(),
             origin: self.origin.clone(),
             hops: self.hops.clone(),
             policy_id: self.policy_id.clone(),
-            changes: Replica::new(),
+            changes,
         }
     }
 

@@ -36,7 +36,7 @@ use opentwins_core::model::{Pointer, PolicyId, Thing, ThingId};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Message, ThingEvent};
 use opentwins_core::query::Filter;
-use opentwins_core::replica::{Cell, Change, Provenance, Replica, Update};
+use opentwins_core::replica::{Cell, Change, Provenance, Update};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -565,31 +565,19 @@ impl Link {
         if self.selection.is_everything() {
             return update.clone();
         }
-        let mut changes = Replica::new();
-        for change in update.changes.changes() {
-            match self.selection.select(&change.path) {
-                Selected::Yes => {
-                    changes.apply(change);
-                }
-                Selected::AncestorOnly => {
-                    // A value here would replace what the link does not carry: keep only
-                    // "is an object" (removals still remove).
-                    let cell = match change.cell {
-                        Cell::Value(_) => Cell::Object,
-                        other => other,
-                    };
-                    changes.apply(Change { cell, ..change });
-                }
-                Selected::No => {}
+        update.map_changes(|change| match self.selection.select(&change.path) {
+            Selected::Yes => Some(change),
+            // A value here would replace what the link does not carry: keep only "is an
+            // object" (removals still remove).
+            Selected::AncestorOnly => {
+                let cell = match change.cell {
+                    Cell::Value(_) => Cell::Object,
+                    other => other,
+                };
+                Some(Change { cell, ..change })
             }
-        }
-        Update {
-            changes,
-            thing_id: update.thing_id.clone(),
-            origin: update.origin.clone(),
-            hops: update.hops.clone(),
-            policy_id: update.policy_id.clone(),
-        }
+            Selected::No => None,
+        })
     }
 
     fn status(&self) -> LinkStatus {
