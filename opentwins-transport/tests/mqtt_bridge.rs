@@ -534,7 +534,11 @@ async fn a_1280x720_frame_passes_as_base64_in_a_ditto_command() {
             if m.topic().ends_with("/responses") {
                 assert_eq!(v["status"], 201, "{}", v["value"]);
                 got_response = true;
+            } else if v["path"] == "/" {
+                // The create event of the setup may still be on its way: not this test's.
+                continue;
             } else {
+                assert_eq!(v["path"], "/features/camera/properties/frame");
                 assert_eq!(v["value"].as_str().map(str::len), Some(b64.len()));
                 got_event = true;
             }
