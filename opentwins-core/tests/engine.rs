@@ -867,3 +867,163 @@ async fn sled_restart_restores_things_policies_revisions() {
     );
     assert_eq!(tw.get_thing(&id("ns:r5")).unwrap().revision(), 3);
 }
+
+/// Transient paths: subscribers see the frame, the thing, the store and the sinks never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_values_reach_subscribers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledConfig {
+        path: dir.path().join("db"),
+        ..SledConfig::default()
+    };
+    let config = EngineConfig {
+        transient: vec!["/features/camera/properties/frame".into()],
+        ..EngineConfig::default()
+    };
+    let a = alice();
+    let persisted = |c: ThingCommand| with_headers(c, json!({"requested-acks": [TWIN_PERSISTED]}));
+    {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(sled.clone()).unwrap());
+        let tw = Twins::open(config.clone(), store.clone()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<ThingEvent>::new()));
+        let sink = seen.clone();
+        tw.add_sink(Arc::new(move |e: &ThingEvent, t: Option<&Thing>| {
+            assert!(!t.unwrap().body().to_string().contains("AAAA"));
+            sink.lock().unwrap().push(e.clone());
+        }));
+        let mut sub = tw.subscribe(alice(), None).unwrap();
+        // A frame sent to a thing that does not exist creates nothing.
+        let frame = json!({"features": {"camera": {"properties": {"frame": "AAAA"}}}});
+        let e = err(
+            &tw,
+            &a,
+            cmd("ns:car", Action::Merge, "/", Some(frame.clone())),
+        )
+        .await;
+        assert_eq!(e.status(), 404);
+        let body = json!({"features": {"camera": {"properties": {"seq": 0}}}});
+        ok(
+            &tw,
+            &a,
+            persisted(cmd("ns:car", Action::Create, "/", Some(body))),
+        )
+        .await;
+
+        // Transient as a whole: answered, published with the same revision, nothing kept.
+        let (s, _, events) = run(
+            &tw,
+            &a,
+            persisted(cmd(
+                "ns:car",
+                Action::Modify,
+                "/features/camera/properties/frame",
+                Some(json!("AAAA")),
+            )),
+        )
+        .await
+        .unwrap();
+        assert_eq!((s, events.len()), (204, 1));
+        let (s, _, events) = run(&tw, &a, cmd("ns:car", Action::Merge, "/", Some(frame)))
+            .await
+            .unwrap();
+        assert_eq!((s, events[0].revision), (204, 1));
+        // Partly transient: the rest applies (revision 2), subscribers get the whole value.
+        let both = json!({"properties": {"frame": "AAAA", "seq": 1}});
+        ok(
+            &tw,
+            &a,
+            persisted(cmd(
+                "ns:car",
+                Action::Merge,
+                "/features/camera",
+                Some(both.clone()),
+            )),
+        )
+        .await;
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let e = tokio::time::timeout(LIMIT, sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            got.push((e.revision, e.path.to_string(), e.value));
+        }
+        assert_eq!(
+            got[1..],
+            [
+                (
+                    1,
+                    "/features/camera/properties/frame".to_owned(),
+                    Some(json!("AAAA"))
+                ),
+                (
+                    1,
+                    "/".to_owned(),
+                    Some(json!({"features": {"camera": {"properties": {"frame": "AAAA"}}}}))
+                ),
+                (2, "/features/camera".to_owned(), Some(both)),
+            ]
+        );
+        // Sinks saw the create and the persistent part of the merge only.
+        let sunk: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.revision, e.value.clone()))
+            .collect();
+        assert_eq!(sunk[1], (2, Some(json!({"properties": {"seq": 1}}))));
+        assert_eq!(sunk.len(), 2);
+        let e = err(
+            &tw,
+            &a,
+            cmd(
+                "ns:car",
+                Action::Retrieve,
+                "/features/camera/properties/frame",
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(e.status(), 404);
+        // A frame for a feature that does not exist fails like any modify.
+        let e = err(
+            &tw,
+            &a,
+            cmd(
+                "ns:car",
+                Action::Modify,
+                "/features/nope/properties/frame",
+                Some(json!(1)),
+            ),
+        )
+        .await;
+        assert_eq!(e.status(), 404);
+        // Nobody else may send frames either.
+        let bob = AuthContext::new(["test:bob"]);
+        let e = err(
+            &tw,
+            &bob,
+            cmd(
+                "ns:car",
+                Action::Modify,
+                "/features/camera/properties/frame",
+                Some(json!(1)),
+            ),
+        )
+        .await;
+        assert_eq!(e.status(), 404);
+    }
+    // After a restart: revision 2, no frame anywhere in the store.
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(sled).unwrap());
+    let record = store
+        .get(opentwins_core::store::Kind::Thing, "ns:car")
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&record.json).contains("AAAA"));
+    let tw = Twins::open(config, store).unwrap();
+    let t = tw.get_thing(&id("ns:car")).unwrap();
+    assert_eq!(
+        (t.revision(), &t.body()["features"]),
+        (2, &json!({"camera": {"properties": {"seq": 1}}}))
+    );
+}

@@ -24,6 +24,11 @@ pub struct EngineConfig {
     /// Writes handed to the store but not yet durable. When the store falls behind, further
     /// writers wait for a place (backpressure) instead of queueing without bound.
     pub max_pending_writes: usize,
+    /// Transient paths (pointers; a segment may be `*`), e.g. `/features/camera/properties/frame`:
+    /// values written there reach subscribers (an inference processor, SSE, WebSocket, MQTT
+    /// events) but are never kept in the thing, so they are neither persisted, nor forwarded
+    /// over links, nor recorded in history. See docs/semantics.md.
+    pub transient: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +40,7 @@ impl Default for EngineConfig {
             event_buffer: 4096,
             max_hot_things: 0,
             max_pending_writes: 8192,
+            transient: Vec::new(),
         }
     }
 }

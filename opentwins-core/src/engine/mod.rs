@@ -17,6 +17,7 @@ mod replicate;
 mod search;
 mod subscribe;
 mod thing_cmd;
+mod transient;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -143,6 +144,8 @@ struct Inner {
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
     /// because its memory may hold changes the store does not.
     store_failed: AtomicBool,
+    /// Paths whose values reach subscribers only (`EngineConfig::transient`).
+    transient: transient::Transient,
 }
 
 impl Twins {
@@ -155,6 +158,7 @@ impl Twins {
             )));
         }
         let clock = Clock::new(&config.instance_id);
+        let transient = transient::Transient::parse(&config.transient)?;
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
         let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
@@ -203,6 +207,7 @@ impl Twins {
                 clocks_on: AtomicBool::new(false),
                 graves: Mutex::new(HashMap::new()),
                 store_failed: AtomicBool::new(false),
+                transient,
             }),
         })
     }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::access::Access;
 use super::hot::Entry;
 use super::precondition::{Preconditions, condition_failed};
+use super::transient::Split;
 use super::{Inner, Outcome, Twins, lock};
 use crate::error::{Error, ErrorKind, Level, Result};
 use crate::model::schema::{self, Mode, json_size};
@@ -68,7 +69,7 @@ impl Inner {
     fn apply_sync(
         &self,
         auth: &AuthContext,
-        cmd: ThingCommand,
+        mut cmd: ThingCommand,
     ) -> Result<(Outcome, Option<Durable>)> {
         let level = Level::of(&cmd.path)?;
         let pre = Preconditions::parse(&cmd.headers)?;
@@ -106,6 +107,12 @@ impl Inner {
             }
             _ => {}
         }
+        let split = self.transient.split(&mut cmd);
+        let (all_transient, whole) = match split {
+            Split::Keep => (false, None),
+            Split::All => (true, None),
+            Split::Part(whole) => (false, Some(whole)),
+        };
 
         // A whole-thing modify or merge of a missing thing creates it (Ditto since 3.3).
         let creates = cmd.path.is_root()
@@ -119,11 +126,12 @@ impl Inner {
         };
         let mut guard = lock(&slot);
         let Some(thing) = guard.heat(&slot, &self.hot)? else {
-            if !creates {
+            if !creates || all_transient {
+                // Transient values alone do not create a thing.
                 return Err(not_found_thing(&cmd.thing_id));
             }
             pre.check_tags(None, false, "Thing")?;
-            let (thing, outcome, durable) = self.create(auth, cmd)?;
+            let (thing, outcome, durable) = self.create(auth, cmd, whole)?;
             *guard = Entry::Hot(thing);
             self.hot.became_hot(&slot);
             return Ok((outcome, Some(durable)));
@@ -201,6 +209,10 @@ impl Inner {
             });
         }
 
+        if all_transient {
+            return self.transient_write(thing, cmd, level, policy.clone(), &access);
+        }
+
         if cmd.action == Action::Delete && cmd.path.is_root() {
             let old_revision = thing.revision();
             let event = ThingEvent {
@@ -253,7 +265,7 @@ impl Inner {
         // The policy may have changed with the command.
         let policy = self.policy(thing.policy_id());
         // Sinks first: what they write (a link's outbox) is flushed with this write.
-        self.emit(&event, Some(thing), policy.clone());
+        let event = self.emit_write(event, whole, thing, policy.clone());
         let durable = self.store.write(vec![WriteOp::Put {
             record: thing_record(thing),
             expect: Expect::Revision(old_revision),
@@ -274,6 +286,49 @@ impl Inner {
         };
         let events = access.filter_event(event).into_iter().collect();
         Ok((Outcome { response, events }, Some(durable)))
+    }
+
+    /// A write whose value is transient as a whole: checked like any write, then
+    /// published to subscribers with the thing's current revision. The thing, the store, the
+    /// sinks and the clocks see nothing.
+    fn transient_write(
+        &self,
+        thing: &Thing,
+        cmd: ThingCommand,
+        level: Level,
+        policy: Option<Arc<Policy>>,
+        access: &Access<'_>,
+    ) -> Result<(Outcome, Option<Durable>)> {
+        let action = match cmd.action {
+            // A merge fails on nothing the thing holds (the value's size was checked).
+            Action::Merge => EventAction::Merged,
+            // A modify needs what it writes into (its feature) to exist: checked on a copy.
+            _ => self.change(&mut thing.clone(), &cmd, level)?.event,
+        };
+        let event = ThingEvent {
+            thing_id: cmd.thing_id.clone(),
+            action,
+            path: cmd.path.clone(),
+            value: cmd.value,
+            revision: thing.revision(),
+            timestamp: Timestamp::now(),
+            headers: cmd.headers.for_reply(),
+            provenance: None,
+        };
+        self.publish(&event, policy);
+        let response = ThingResponse {
+            thing_id: cmd.thing_id,
+            action: cmd.action,
+            path: cmd.path,
+            status: 204,
+            value: None,
+            headers: Headers {
+                etag: Some(thing.etag()),
+                ..cmd.headers.for_reply()
+            },
+        };
+        let events = access.filter_event(event).into_iter().collect();
+        Ok((Outcome { response, events }, None))
     }
 
     /// Applies modify / merge / delete below the root to `thing`'s body, or changes nothing and
@@ -381,7 +436,12 @@ impl Inner {
     }
 
     /// Creates a thing (the slot is locked and empty).
-    fn create(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<(Thing, Outcome, Durable)> {
+    fn create(
+        &self,
+        auth: &AuthContext,
+        cmd: ThingCommand,
+        whole: Option<Value>,
+    ) -> Result<(Thing, Outcome, Durable)> {
         let now = Timestamp::now();
         let value = match (cmd.action, &cmd.value) {
             // A merge patch applied to nothing: what it sets, without its `null`s.
@@ -417,7 +477,13 @@ impl Inner {
             headers: cmd.headers.for_reply(),
             provenance,
         };
-        self.emit(&event, Some(&thing), Some(policy.clone()));
+        // Subscribers see the new thing with the transient values the command carried.
+        let whole = whole.map(|w| {
+            let mut seen = thing.body().clone();
+            patch::merge_at(&mut seen, &Pointer::root(), &w);
+            seen
+        });
+        let event = self.emit_write(event, whole, &thing, Some(policy.clone()));
         let ops = policy_op.into_iter().chain([WriteOp::Put {
             record: thing_record(&thing),
             expect: Expect::Absent,
@@ -516,6 +582,11 @@ impl Inner {
         for sink in super::read(&self.sinks).iter() {
             sink.on_event(event, thing);
         }
+        self.publish(event, policy);
+    }
+
+    /// Hands an event to subscribers only.
+    fn publish(&self, event: &ThingEvent, policy: Option<Arc<Policy>>) {
         if self.events.receiver_count() > 0 {
             // No receiver is not an error: nobody subscribed.
             let _ = self.events.send(Arc::new(super::subscribe::Published {
@@ -523,6 +594,30 @@ impl Inner {
                 policy,
             }));
         }
+    }
+
+    /// Emits a write's event: sinks get it as the thing keeps it, subscribers with the whole
+    /// value written (`whole`, when part of it was transient).
+    fn emit_write(
+        &self,
+        event: ThingEvent,
+        whole: Option<Value>,
+        thing: &Thing,
+        policy: Option<Arc<Policy>>,
+    ) -> ThingEvent {
+        let Some(whole) = whole else {
+            self.emit(&event, Some(thing), policy);
+            return event;
+        };
+        for sink in super::read(&self.sinks).iter() {
+            sink.on_event(&event, Some(thing));
+        }
+        let live = ThingEvent {
+            value: Some(whole),
+            ..event
+        };
+        self.publish(&live, policy);
+        live
     }
 }
 
