@@ -6,7 +6,7 @@ use crate::lane::Prediction;
 
 /// Where the processor reads frames and writes results, and how it steers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields)]
 pub struct ProcessorConfig {
     /// JSON pointer of the frame inside a thing. The value there is a base64 JPEG/PNG string, or
     /// an object holding one under `frame` or `data` (plus optional `contentType`, `size`): the
@@ -44,7 +44,7 @@ impl Default for ProcessorConfig {
 /// The vehicle right of centre (`offset > 0`) or pointing right (`heading > 0`) is steered left;
 /// the feed-forward term is the Ackermann angle that follows the road's bend.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlRule {
     /// Degrees of steering per half lane width of offset.
     pub k_offset_deg: f32,
@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<ProcessorConfig>(&text).unwrap(), c);
         assert_eq!(serde_json::from_str::<ProcessorConfig>("{}").unwrap(), c);
         let partial: ProcessorConfig =
-            serde_json::from_str(r#"{"outputFeature": "lanes", "control": {"maxDeg": 5}}"#)
+            serde_json::from_str(r#"{"output_feature": "lanes", "control": {"max_deg": 5}}"#)
                 .unwrap();
         assert_eq!(partial.output_feature, "lanes");
         assert_eq!(partial.control.max_deg, 5.0);

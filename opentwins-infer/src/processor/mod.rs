@@ -130,6 +130,12 @@ impl Processor {
 }
 
 impl ProcessorHandle {
+    /// A reader of the counters that outlives borrowing the handle (for a metrics registry).
+    pub fn metrics_reader(&self) -> impl Fn() -> ProcessorMetrics + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.metrics.snapshot(shared.slots.pending())
+    }
+
     /// The counters right now.
     pub fn metrics(&self) -> ProcessorMetrics {
         self.shared.metrics.snapshot(self.shared.slots.pending())
@@ -231,6 +237,8 @@ struct Inferred {
 async fn process(shared: &Arc<Shared>, job: Job) -> std::result::Result<(), String> {
     let model = shared.model.clone();
     let value = job.value;
+    // A camera that numbers its frames (`{"data": .., "id": 17}`) finds the number in the result.
+    let frame_id = value.get("id").cloned();
     let inferred = tokio::task::spawn_blocking(move || -> Result<Inferred> {
         let started = Instant::now();
         let bytes = payload::image_bytes(&value)?;
@@ -249,7 +257,7 @@ async fn process(shared: &Arc<Shared>, job: Job) -> std::result::Result<(), Stri
 
     let p = &inferred.prediction;
     let correction = shared.config.control.correction(p);
-    let lane = json!({
+    let mut lane = json!({
         "offset": p.offset,
         "heading": p.heading_deg,
         "curvature": p.curvature,
@@ -261,6 +269,9 @@ async fn process(shared: &Arc<Shared>, job: Job) -> std::result::Result<(), Stri
         "inferenceMs": inferred.inference_us as f64 / 1000.0,
         "model": shared.model.spec().name,
     });
+    if let (Some(id), Value::Object(m)) = (frame_id, &mut lane) {
+        m.insert("frameId".into(), id);
+    }
     let mut patch = shared.output.wrap(lane);
     merge_into(&mut patch, shared.decision.wrap(json!(correction)));
     let cmd = ThingCommand::new(job.thing, Action::Merge, Pointer::root(), Some(patch));
