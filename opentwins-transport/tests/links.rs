@@ -429,3 +429,50 @@ async fn owned_paths_win_and_selection_keeps_paths_local() {
     .await
     .unwrap();
 }
+
+/// A link with `create = false` keeps only the things its instance holds: a hub broadcasting
+/// the whole fleet's desired state does not fill a vehicle with other vehicles.
+#[tokio::test]
+async fn a_link_that_may_not_create_keeps_only_known_things() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let hub = instance("hub", &network).await;
+        let edge = instance("edge", &network).await;
+        hub.add(link_to("edge")).await.unwrap();
+        edge.add(LinkConfig {
+            create: false,
+            ..link_to("hub")
+        })
+        .await
+        .unwrap();
+        let write = |l: &Links, id: &str, v: Value| {
+            let c = ThingCommand::new(
+                ThingId::new(id).unwrap(),
+                Action::Merge,
+                Pointer::root(),
+                Some(v),
+            );
+            let twins = l.twins().clone();
+            async move { twins.apply(&writer(), c).await.unwrap() }
+        };
+        let mine = json!({"policyId": "t:policy", "attributes": {"v": 1}});
+        write(&edge, "t:mine", mine).await;
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        write(
+            &hub,
+            "t:other",
+            json!({"policyId": "t:policy", "attributes": {"v": 2}}),
+        )
+        .await;
+        write(&hub, "t:mine", json!({"attributes": {"v": 3}})).await;
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        assert!(
+            body(&edge, "t:other").is_none(),
+            "another vehicle's thing was created"
+        );
+        assert_eq!(body(&edge, "t:mine").unwrap()["attributes"]["v"], 3);
+        assert_eq!(body(&hub, "t:mine").unwrap()["attributes"]["v"], 3);
+    })
+    .await
+    .unwrap();
+}

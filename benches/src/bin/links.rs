@@ -130,6 +130,7 @@ fn link(name: String, peer: PeerConfig, peer_instance: &str, direction: Directio
         policy: None,
         peer_instance: Some(peer_instance.into()),
         outbox_bytes: 64 << 20,
+        create: true,
     }
 }
 

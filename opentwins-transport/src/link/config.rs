@@ -43,6 +43,34 @@ pub struct LinkConfig {
     /// Bound of the persistent outbox in bytes (default 64 MiB).
     #[serde(default = "default_outbox_bytes")]
     pub outbox_bytes: u64,
+    /// Whether the peer's updates may create things here (default `true`). An edge whose hub
+    /// broadcasts to the whole fleet says `false`: it keeps only the things it already holds.
+    #[serde(default = "default_true")]
+    pub create: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl LinkConfig {
+    /// A link named `name` to `peer` with every other field at its default.
+    pub fn new(name: impl Into<String>, peer: PeerConfig) -> LinkConfig {
+        LinkConfig {
+            name: name.into(),
+            peer,
+            direction: Direction::default(),
+            filter: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            owned: Vec::new(),
+            subject: default_subject(),
+            policy: None,
+            peer_instance: None,
+            outbox_bytes: default_outbox_bytes(),
+            create: true,
+        }
+    }
 }
 
 fn default_subject() -> String {

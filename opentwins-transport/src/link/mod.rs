@@ -473,6 +473,10 @@ impl Links {
                 ..Applied::default()
             });
         };
+        if !link.config.create && self.inner.twins.get_thing(&update.thing_id).is_none() {
+            // Not ours: a broadcast meant for another instance.
+            return Ok(Applied::default());
+        }
         let selected = link.select(&update);
         let owned = |p: &Pointer| covered(&link.owned, p);
         let applied = self

@@ -170,5 +170,6 @@ pub fn link_to(peer: &str) -> LinkConfig {
         policy: None,
         peer_instance: Some(peer.into()),
         outbox_bytes: 64 << 20,
+        create: true,
     }
 }
