@@ -3,7 +3,7 @@
 //! update reaches every other instance: after how long, over which hops, and what each holds.
 //!
 //! ```sh
-//! cargo run -p opentwins-transport --example topology -- examples/topologies/star.toml
+//! cargo run -p opentwins-examples --example topology -- examples/topologies/star.toml
 //! ```
 
 use std::sync::{Arc, Mutex};

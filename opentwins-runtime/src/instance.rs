@@ -1,0 +1,385 @@
+//! [`Instance`]: one running twin instance assembled from its configuration, and its orderly
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
+use opentwins_core::store::SledStore;
+use opentwins_core::{ErrorKind, Pointer, PolicyId, ThingId, Twins};
+use opentwins_infer::{LaneModel, Processor, ProcessorHandle};
+use opentwins_transport::http::metrics::Registry;
+use opentwins_transport::http::{HttpState, app, serve};
+use opentwins_transport::link::{Direction, LinkConfig, Links, PeerConfig};
+use opentwins_transport::mqtt::{MqttBridge, MqttHandle};
+
+use crate::config::{InstanceConfig, PROCESSOR};
+
+/// A running instance. [`Instance::shutdown`] stops it in order; dropping it without that
+/// stops its tasks with the runtime but skips the final flush.
+pub struct Instance {
+    config: InstanceConfig,
+    twins: Twins,
+    links: Links,
+    store: Arc<SledStore>,
+    registry: Registry,
+    http: Option<(SocketAddr, JoinHandle<()>)>,
+    mqtt: Option<(MqttHandle, JoinHandle<()>)>,
+    processor: Option<ProcessorHandle>,
+    stop: watch::Sender<bool>,
+}
+
+impl Instance {
+    /// Opens the store, loads the engine, provisions the fleet policy and things, and starts
+    /// what the configuration enables. `config` is resolved first ([`InstanceConfig::resolve`]).
+    pub async fn start(mut config: InstanceConfig) -> anyhow::Result<Instance> {
+        config.resolve();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {:?}", config.data_dir))?;
+        let store = Arc::new(
+            SledStore::open(config.store.clone())
+                .with_context(|| format!("opening the store at {:?}", config.store.path))?,
+        );
+        let twins = Twins::open(config.engine.clone(), store.clone())
+            .context("loading the engine from the store")?;
+        provision(&twins, &config).await?;
+        let registry = Registry::new();
+
+        let links = Links::new(twins.clone(), store.db().clone(), None);
+        for link in link_configs(&config) {
+            let name = link.name.clone();
+            links
+                .add(link)
+                .await
+                .with_context(|| format!("starting link '{name}'"))?;
+        }
+
+        let processor = if config.enable.processor {
+            let model = match &config.model.path {
+                Some(path) => LaneModel::load(path)
+                    .with_context(|| format!("loading the model {}", path.display()))?,
+                None => LaneModel::bundled().context("loading the bundled lane model")?,
+            };
+            let handle = Processor::spawn(
+                twins.clone(),
+                model,
+                AuthContext::new([PROCESSOR]),
+                config.processor.clone(),
+            )
+            .context("starting the lane processor")?;
+            export_processor_metrics(&registry, &handle);
+            Some(handle)
+        } else {
+            None
+        };
+
+        let mqtt = if config.enable.mqtt {
+            let (handle, driver) = MqttBridge::start(config.mqtt.clone(), twins.clone())
+                .context("starting the MQTT bridge")?;
+            opentwins_transport::metrics::register_mqtt(&registry, handle.clone());
+            Some((handle, tokio::spawn(driver.run())))
+        } else {
+            None
+        };
+
+        let (stop, stopped) = watch::channel(false);
+        let http = if config.enable.http {
+            Some(start_http(&config, &twins, &links, &registry, stopped).await?)
+        } else {
+            None
+        };
+        tracing::info!(
+            instance = %config.instance_id,
+            http = ?http.as_ref().map(|(a, _)| *a),
+            mqtt = config.enable.mqtt.then_some(config.mqtt.broker.as_str()),
+            processor = config.enable.processor,
+            links = links.configs().len(),
+            "instance started"
+        );
+        Ok(Instance {
+            config,
+            twins,
+            links,
+            store,
+            registry,
+            http,
+            mqtt,
+            processor,
+            stop,
+        })
+    }
+
+    /// The engine.
+    pub fn twins(&self) -> &Twins {
+        &self.twins
+    }
+
+    /// The links.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &InstanceConfig {
+        &self.config
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The MQTT bridge.
+    pub fn mqtt(&self) -> Option<&MqttHandle> {
+        self.mqtt.as_ref().map(|(h, _)| h)
+    }
+
+    /// The lane processor.
+    pub fn processor(&self) -> Option<&ProcessorHandle> {
+        self.processor.as_ref()
+    }
+
+    /// The metrics registry `/metrics` renders.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Stops taking input (HTTP, MQTT), lets the processor finish its frames, stops the links
+    /// (their outboxes stay for the next start) and flushes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        if let Some((_, server)) = self.http {
+            let _ = server.await;
+        }
+        if let Some((handle, driver)) = self.mqtt {
+            handle.shutdown().await;
+            let _ = driver.await;
+        }
+        if let Some(processor) = self.processor {
+            processor.shutdown().await;
+        }
+        self.links.shutdown().await;
+        self.store.close().context("flushing the store")?;
+        tracing::info!(instance = %self.config.instance_id, "instance stopped");
+        Ok(())
+    }
+}
+
+/// Creates the fleet policy and the configured things when they are absent.
+async fn provision(twins: &Twins, config: &InstanceConfig) -> anyhow::Result<()> {
+    let system = AuthContext::system();
+    let policy_id = PolicyId::new(&config.fleet.policy_id).context("fleet.policy_id")?;
+    if twins.get_policy(&policy_id).is_none() {
+        let subjects: serde_json::Map<_, _> = config
+            .fleet
+            .subjects
+            .iter()
+            .map(|s| (s.clone(), json!({"type": "opentwins"})))
+            .collect();
+        let grant = json!({"grant": ["READ", "WRITE"], "revoke": []});
+        let policy = json!({"entries": {"fleet": {
+            "subjects": subjects,
+            "resources": {"thing:/": grant, "policy:/": grant, "message:/": grant}
+        }}});
+        let cmd = PolicyCommand {
+            policy_id,
+            action: Action::Create,
+            path: Pointer::root(),
+            value: Some(policy),
+            headers: Headers::default(),
+        };
+        twins
+            .apply_policy(&system, cmd)
+            .await
+            .context("creating the fleet policy")?;
+    }
+    for thing in &config.things {
+        let Some(id) = thing.get("thingId").and_then(|v| v.as_str()) else {
+            bail!("a provisioned thing has no thingId: {thing}");
+        };
+        let id = ThingId::new(id).with_context(|| format!("provisioned thing {id}"))?;
+        if twins.get_thing(&id).is_some() {
+            continue;
+        }
+        let cmd = ThingCommand::new(
+            id.clone(),
+            Action::Create,
+            Pointer::root(),
+            Some(thing.clone()),
+        );
+        match twins.apply(&system, cmd).await {
+            Ok(_) => tracing::info!(thing = %id, "provisioned"),
+            // A peer's update created it meanwhile.
+            Err(e) if e.kind() == ErrorKind::ThingConflict => {}
+            Err(e) => return Err(e).with_context(|| format!("provisioning {id}")),
+        }
+    }
+    Ok(())
+}
+
+/// The configured links plus the edge's link to its hub and the hub's fleet links, each with
+/// the fleet policy for things a peer creates.
+fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
+    let mut all = config.links.clone();
+    let hub = &config.hub;
+    let id = &config.instance_id;
+    let base = |name: &str| LinkConfig::new(name, PeerConfig::Inbox {});
+    if let Some(rest) = hub
+        .url
+        .strip_prefix("http://")
+        .or(hub.url.strip_prefix("https://"))
+    {
+        let scheme = if hub.url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        };
+        let remote = if hub.remote_link.is_empty() {
+            id
+        } else {
+            &hub.remote_link
+        };
+        all.push(LinkConfig {
+            peer: PeerConfig::Http {
+                url: format!("{scheme}://{rest}"),
+                remote_link: remote.clone(),
+                username: None,
+                password: None,
+                token: hub.token.clone(),
+            },
+            direction: Direction::Out,
+            exclude: hub.exclude.clone(),
+            owned: hub.owned.clone(),
+            peer_instance: Some(hub.instance.clone()),
+            ..base("hub")
+        });
+    } else if !hub.url.is_empty() {
+        all.push(LinkConfig {
+            peer: PeerConfig::Mqtt {
+                url: hub.url.clone(),
+                publish: hub.up.replace("{instance}", id),
+                subscribe: Some(hub.down.replace("{instance}", &hub.instance)),
+                qos: 1,
+                client_id: None,
+                username: None,
+                password: None,
+            },
+            exclude: hub.exclude.clone(),
+            owned: hub.owned.clone(),
+            peer_instance: Some(hub.instance.clone()),
+            create: false,
+            ..base("hub")
+        });
+    }
+    let fleet = &config.fleet_links;
+    if fleet.enabled && config.enable.mqtt {
+        let mqtt = |publish: String, subscribe: Option<String>| PeerConfig::Mqtt {
+            url: config.mqtt.broker.clone(),
+            publish,
+            subscribe,
+            qos: 1,
+            client_id: None,
+            username: config.mqtt.username.clone(),
+            password: config.mqtt.password.clone(),
+        };
+        let down = fleet.down.replace("{instance}", id);
+        all.push(LinkConfig {
+            peer: mqtt(down.clone(), Some(fleet.up.clone())),
+            direction: Direction::In,
+            owned: fleet.owned.clone(),
+            ..base("fleet-up")
+        });
+        all.push(LinkConfig {
+            peer: mqtt(down, None),
+            direction: Direction::Out,
+            include: fleet.down_include.clone(),
+            ..base("fleet-down")
+        });
+    }
+    for link in &mut all {
+        if link.policy.is_none() {
+            link.policy = Some(config.fleet.policy_id.clone());
+        }
+    }
+    all
+}
+
+/// Binds the HTTP API and serves it until `stopped` turns true.
+async fn start_http(
+    config: &InstanceConfig,
+    twins: &Twins,
+    links: &Links,
+    registry: &Registry,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if config.http.auth.anonymous && !addr.ip().is_loopback() {
+        bail!(
+            "the HTTP API lets anonymous callers in (http.auth.anonymous) and would listen on \
+             {addr}, which is not a loopback address: configure users or tokens and turn \
+             anonymous off, or listen on 127.0.0.1"
+        );
+    }
+    let state = HttpState::with_registry(twins.clone(), config.http.clone(), registry.clone())
+        .context("HTTP configuration")?
+        .with_links(links.clone());
+    let mut router = app(state);
+    if config.enable.dashboard {
+        router = router.merge(crate::dashboard::router(&config.instance_id));
+    }
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    Ok((addr, server))
+}
+
+fn export_processor_metrics(registry: &Registry, handle: &ProcessorHandle) {
+    let read = Arc::new(handle.metrics_reader());
+    let counters: [(&str, &str, fn(&opentwins_infer::ProcessorMetrics) -> u64); 4] = [
+        (
+            "opentwins_processor_frames_total",
+            "Frames received.",
+            |m| m.frames_in,
+        ),
+        (
+            "opentwins_processor_processed_total",
+            "Frames inferred.",
+            |m| m.processed,
+        ),
+        (
+            "opentwins_processor_skipped_total",
+            "Frames replaced by a newer one before inference.",
+            |m| m.skipped,
+        ),
+        (
+            "opentwins_processor_errors_total",
+            "Frames that failed.",
+            |m| m.errors,
+        ),
+    ];
+    for (name, help, field) in counters {
+        let read = read.clone();
+        registry.counter_fn(name, help, &[], move || field(&read()));
+    }
+    let read = read.clone();
+    registry.gauge_fn(
+        "opentwins_processor_inference_us",
+        "Average inference time per frame, microseconds.",
+        &[],
+        move || (read().avg_inference_ms * 1000.0) as i64,
+    );
+}
