@@ -5,6 +5,7 @@
 pub mod delta;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod model;
 pub mod patch;
 pub mod policy;

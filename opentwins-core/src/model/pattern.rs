@@ -1,44 +1,61 @@
-//! Path patterns: JSON pointers whose segments may be `*` (any one key), used to name parts of
-//! things in configuration (transient paths, link selections, recorded history).
+//! Path patterns: JSON pointers whose segments may be `*` (any one key), naming a set of
+//! subtrees of a thing: `/features/*/properties` names the properties of every feature.
+//!
+//! A pattern *covers* a path at or below what it names, and lies *below* a path that is a
+//! proper prefix of something it names (so a walk down a thing knows which subtrees to enter).
+//! A literal key `*` cannot be told apart from the wildcard.
 
 use std::fmt;
 
 use serde_json::Value;
 
 use super::Pointer;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// A pointer whose segments may be `*`, e.g. `/features/*/properties/frame`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PathPattern(Vec<String>);
+/// A JSON pointer whose segments may be `*`, which matches any one key.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct PathPattern {
+    segments: Vec<String>,
+}
 
 impl PathPattern {
-    /// Parses a pattern (a JSON pointer; a segment `*` matches any key).
-    pub fn parse(s: &str) -> Result<PathPattern> {
-        let p = Pointer::parse(s)
-            .map_err(|e| Error::field_invalid(format!("'{s}' is not a path pattern: {e}")))?;
-        Ok(PathPattern(p.segments().to_vec()))
+    /// Parses `/features/*/properties` with the rules of [`Pointer::parse`] (no empty
+    /// segments, no control characters); `/` names the whole thing.
+    pub fn parse(s: &str) -> Result<Self> {
+        let p = Pointer::parse(s)?;
+        Ok(PathPattern {
+            segments: p.segments().to_vec(),
+        })
     }
 
-    /// Whether the pattern is `/` (names everything).
-    pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+    /// The segments, `*` standing for any key.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// Whether the first `n` segments of the pattern match the first `n` keys of `path`.
+    fn prefix_matches(&self, path: &Pointer, n: usize) -> bool {
+        self.segments
+            .iter()
+            .zip(path.segments())
+            .take(n)
+            .all(|(p, s)| p == "*" || p == s)
     }
 
     /// Whether `path` is at or below what the pattern names.
     pub fn covers(&self, path: &Pointer) -> bool {
-        let segs = path.segments();
-        segs.len() >= self.0.len() && self.matches_prefix(segs)
+        path.len() >= self.segments.len() && self.prefix_matches(path, self.segments.len())
     }
 
-    /// Whether `path` is strictly above something the pattern names.
+    /// Whether `path` is strictly above something the pattern names (the pattern lies below
+    /// `path`): a walk down from `path` may still reach covered paths.
     pub fn is_below(&self, path: &Pointer) -> bool {
-        let segs = path.segments();
-        segs.len() < self.0.len() && self.matches_prefix(segs)
+        path.len() < self.segments.len() && self.prefix_matches(path, path.len())
     }
 
-    fn matches_prefix(&self, segs: &[String]) -> bool {
-        self.0.iter().zip(segs).all(|(p, s)| p == "*" || p == s)
+    /// Whether the pattern is `/` (names everything).
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
     }
 
     /// Removes from `value`, the value found at `base`, everything the pattern names below it.
@@ -49,7 +66,7 @@ impl PathPattern {
         if !self.is_below(base) {
             return false;
         }
-        remove_rest(&self.0[base.len()..], value, prune)
+        remove_rest(&self.segments[base.len()..], value, prune)
     }
 }
 
@@ -89,11 +106,11 @@ fn remove_rest(rest: &[String], value: &mut Value, prune: bool) -> bool {
 
 impl fmt::Display for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
+        if self.segments.is_empty() {
             return f.write_str("/");
         }
-        for s in &self.0 {
-            write!(f, "/{}", s.replace('~', "~0").replace('/', "~1"))?;
+        for s in &self.segments {
+            write!(f, "/{s}")?;
         }
         Ok(())
     }
@@ -102,6 +119,28 @@ impl fmt::Display for PathPattern {
 impl fmt::Debug for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PathPattern({self})")
+    }
+}
+
+impl std::str::FromStr for PathPattern {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PathPattern::parse(s)
+    }
+}
+
+impl serde::Serialize for PathPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        PathPattern::parse(&s).map_err(|e| {
+            serde::de::Error::custom(format!("'{s}' is not a path pattern: {}", e.message()))
+        })
     }
 }
 
@@ -116,18 +155,40 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_match_one_segment() {
-        let pat = PathPattern::parse("/features/*/properties/frame").unwrap();
-        assert!(pat.covers(&p("/features/cam/properties/frame")));
-        assert!(pat.covers(&p("/features/cam/properties/frame/data")));
-        assert!(!pat.covers(&p("/features/cam/properties")));
-        assert!(!pat.covers(&p("/features/cam/properties/seq")));
-        assert!(pat.is_below(&p("/features/cam")));
+    fn covers_and_is_below() {
+        let pat = PathPattern::parse("/features/*/properties").unwrap();
+        assert_eq!(pat.to_string(), "/features/*/properties");
+        assert!(pat.covers(&p("/features/lane/properties")));
+        assert!(pat.covers(&p("/features/lane/properties/offset/x")));
+        assert!(!pat.covers(&p("/features/lane/desiredProperties/offset")));
+        assert!(!pat.covers(&p("/features/lane")));
+        assert!(!pat.covers(&p("/attributes/lane/properties")));
+
         assert!(pat.is_below(&p("/")));
+        assert!(pat.is_below(&p("/features")));
+        assert!(pat.is_below(&p("/features/lane")));
+        assert!(!pat.is_below(&p("/features/lane/properties")), "covered");
         assert!(!pat.is_below(&p("/attributes")));
-        assert!(!pat.is_below(&p("/features/cam/properties/frame")));
-        assert_eq!(pat.to_string(), "/features/*/properties/frame");
-        assert!(PathPattern::parse("/features//x").is_err());
+        assert!(!pat.is_below(&p("/features/lane/definition")));
+
+        let root = PathPattern::parse("/").unwrap();
+        assert!(root.covers(&p("/")));
+        assert!(root.covers(&p("/a/b")));
+        assert!(!root.is_below(&p("/")));
+    }
+
+    #[test]
+    fn parse_rejects_what_pointers_reject_and_round_trips_through_serde() {
+        for bad in ["/a//b", "/a/", "/a/\u{1}"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+        let pat: PathPattern = serde_json::from_str("\"/features/*/properties/x\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&pat).unwrap(),
+            "\"/features/*/properties/x\""
+        );
+        let err = serde_json::from_str::<PathPattern>("\"/a//b\"").unwrap_err();
+        assert!(err.to_string().contains("is not a path pattern"), "{err}");
     }
 
     #[test]

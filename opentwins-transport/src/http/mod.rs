@@ -12,13 +12,15 @@
 //!
 //! Every request but `/health` and `/metrics` is authenticated ([`AuthConfig`]) and every
 //! command is checked by the engine against the thing's policy for the caller's subjects.
-//! Route groups live in their own modules: `things`, `search`, `policies`, `sse`, `ws`.
+//! Route groups live in their own modules: `things`, `search`, `policies`, `sse`, `ws`,
+//! `history`.
 
 mod auth;
 mod config;
 mod connections;
 mod delta;
 mod error;
+mod history;
 pub mod metrics;
 mod policies;
 mod request;
@@ -70,6 +72,7 @@ pub struct HttpState {
 struct Shared {
     twins: Twins,
     links: std::sync::OnceLock<crate::link::Links>,
+    history: std::sync::OnceLock<Arc<dyn opentwins_core::history::History>>,
     config: HttpConfig,
     auth: auth::Authenticator,
     metrics: HttpMetrics,
@@ -132,6 +135,7 @@ impl HttpState {
             inner: Arc::new(Shared {
                 twins,
                 links: std::sync::OnceLock::new(),
+                history: std::sync::OnceLock::new(),
                 config,
                 auth,
                 metrics,
@@ -155,6 +159,18 @@ impl HttpState {
     /// The links `/api/2/connections` manages, if any.
     pub fn links(&self) -> Option<&crate::link::Links> {
         self.inner.links.get()
+    }
+
+    /// Serves `/api/2/history/things/..` from this history (recorded from the same engine's
+    /// events by a `HistorySink`). Set once: later calls change nothing.
+    pub fn with_history(self, history: Arc<dyn opentwins_core::history::History>) -> Self {
+        let _ = self.inner.history.set(history);
+        self
+    }
+
+    /// The history `/api/2/history` serves, if any.
+    pub fn history(&self) -> Option<&Arc<dyn opentwins_core::history::History>> {
+        self.inner.history.get()
     }
 
     /// The configuration.
@@ -218,6 +234,11 @@ pub fn app(state: HttpState) -> Router {
         .route("/api/2/connections", any(connections::collection))
         .route("/api/2/connections/{name}", any(connections::one))
         .route("/api/2/connections/{name}/inbox", any(connections::inbox))
+        .route("/api/2/history/things/{thing_id}", any(history::thing))
+        .route(
+            "/api/2/history/things/{thing_id}/{*path}",
+            any(history::series),
+        )
         .route("/ws/2", any(ws::upgrade));
     Router::new()
         .merge(api)
