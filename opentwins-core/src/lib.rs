@@ -2,6 +2,7 @@
 //! patches, RQL queries, policies, storage and the engine that applies commands. No network code
 //! lives here; `opentwins-transport` carries commands and events across process boundaries.
 
+pub mod compose;
 pub mod delta;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,6 @@
 //! Configuration of the HTTP API: limits, id generation and authentication.
 
+use opentwins_core::compose::ComposeConfig;
 use serde::{Deserialize, Serialize};
 
 /// The HTTP API's configuration. Every field has a default.
@@ -21,6 +22,12 @@ pub struct HttpConfig {
     pub auth: AuthConfig,
     /// Subjects that may manage `/api/2/connections` (none by default).
     pub admin_subjects: Vec<String>,
+    /// Serve composition (`/api/2/types`, `/api/2/twins`, docs/composition.md) and keep the
+    /// reserved attributes (`_isType`, `_children`, `_parent`, `_type`, `_copyOf`) out of reach
+    /// of the things API and the WebSocket. Off by default.
+    pub composition: bool,
+    /// Limits of the composition operations.
+    pub composition_limits: ComposeConfig,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +39,8 @@ impl Default for HttpConfig {
             ws_max_in_flight: 64,
             auth: AuthConfig::default(),
             admin_subjects: Vec::new(),
+            composition: false,
+            composition_limits: ComposeConfig::default(),
         }
     }
 }

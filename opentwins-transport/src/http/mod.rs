@@ -16,6 +16,7 @@
 //! `history`.
 
 mod auth;
+mod compose;
 mod config;
 mod connections;
 mod delta;
@@ -42,8 +43,10 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use opentwins_core::Twins;
+use opentwins_core::compose::Composer;
 use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::ThingCommand;
+use opentwins_core::{Error, Outcome, Twins};
 
 pub use auth::{hash_password, hash_token};
 pub use config::{AuthConfig, HttpConfig, TokenConfig, UserConfig};
@@ -71,6 +74,7 @@ pub struct HttpState {
 
 struct Shared {
     twins: Twins,
+    composer: Composer,
     links: std::sync::OnceLock<crate::link::Links>,
     history: std::sync::OnceLock<Arc<dyn opentwins_core::history::History>>,
     config: HttpConfig,
@@ -131,9 +135,11 @@ impl HttpState {
             requests: RwLock::new(HashMap::new()),
             registry,
         };
+        let composer = Composer::new(twins.clone(), config.composition_limits.clone());
         Ok(HttpState {
             inner: Arc::new(Shared {
                 twins,
+                composer,
                 links: std::sync::OnceLock::new(),
                 history: std::sync::OnceLock::new(),
                 config,
@@ -146,6 +152,21 @@ impl HttpState {
     /// The engine.
     pub fn twins(&self) -> &Twins {
         &self.inner.twins
+    }
+
+    /// The composition operations over the engine (served when `composition` is on).
+    pub fn composer(&self) -> &Composer {
+        &self.inner.composer
+    }
+
+    /// Applies a thing command from the things API or the WebSocket: guarded by the composer
+    /// (no writes to reserved attributes) when `composition` is on.
+    async fn apply_thing(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome, Error> {
+        if self.inner.config.composition {
+            Ok(self.inner.composer.apply_guarded(auth, cmd).await?)
+        } else {
+            self.inner.twins.apply(auth, cmd).await
+        }
     }
 
     /// Serves `/api/2/connections` for these links (the same engine's) and shows their
@@ -240,6 +261,11 @@ pub fn app(state: HttpState) -> Router {
             any(history::series),
         )
         .route("/ws/2", any(ws::upgrade));
+    let api = if state.config().composition {
+        api.merge(compose_routes())
+    } else {
+        api
+    };
     Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -247,6 +273,40 @@ pub fn app(state: HttpState) -> Router {
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+}
+
+/// `/api/2/types` and `/api/2/twins` (see `compose`).
+fn compose_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/api/2/types", any(compose::types))
+        .route("/api/2/types/{type_id}", any(compose::type_one))
+        .route(
+            "/api/2/types/{type_id}/children",
+            any(compose::type_children),
+        )
+        .route(
+            "/api/2/types/{type_id}/children/{child_id}",
+            any(compose::type_child),
+        )
+        .route("/api/2/types/{type_id}/parents", any(compose::type_parents))
+        .route("/api/2/types/{type_id}/tree", any(compose::type_tree))
+        .route(
+            "/api/2/types/{type_id}/instantiate",
+            any(compose::instantiate),
+        )
+        .route("/api/2/twins", any(compose::twins))
+        .route("/api/2/twins/{twin_id}", any(compose::twin_one))
+        .route(
+            "/api/2/twins/{twin_id}/children",
+            any(compose::twin_children),
+        )
+        .route("/api/2/twins/{twin_id}/parent", any(compose::twin_parent))
+        .route(
+            "/api/2/twins/{twin_id}/parent/{parent_id}",
+            any(compose::twin_link),
+        )
+        .route("/api/2/twins/{twin_id}/tree", any(compose::twin_tree))
+        .route("/api/2/twins/{twin_id}/duplicate", any(compose::duplicate))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; open requests then get

@@ -223,7 +223,7 @@ async fn resource(
 }
 
 /// PUT bodies must be JSON when a content type is given (Ditto answers 415 otherwise).
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match content_type(headers) {
         None => Ok(()),
         Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(()),
@@ -240,7 +240,7 @@ async fn execute(
     let wait = timeout(&cmd.headers, st.config().default_timeout_ms);
     // Only a command without response needs its headers afterwards (for the correlation id).
     let unanswered = (!cmd.headers.response_required()).then(|| cmd.headers.clone());
-    let result = tokio::time::timeout(wait, st.twins().apply(auth, cmd)).await;
+    let result = tokio::time::timeout(wait, st.apply_thing(auth, cmd)).await;
     if let Some(headers) = unanswered {
         if let Ok(Err(e)) = &result {
             tracing::debug!(error = %e, "command without response failed");
