@@ -221,7 +221,10 @@ async fn edge_and_hub_in_a_star_over_mosquitto() {
         );
         let (status, found) = get(&search).await;
         assert_eq!(status, 200, "{found}");
-        assert_eq!(found["items"][0]["thingId"], THING, "{found}");
+        let links = get(&format!("{}/api/2/connections", edge.url())).await.1;
+        let hub_links = get(&format!("{}/api/2/connections", hub.url())).await.1;
+        eprintln!("edge links {links}\nhub links {hub_links}");
+        assert_eq!(found["items"][0]["thingId"], THING, "{found} (the hub has {thing})");
         let offsets = format!(
             "{}/api/2/history/things/{THING}/features/lane/properties/offset",
             hub.url()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use opentwins_core::EngineConfig;
+use opentwins_core::history::HistoryConfig;
 use opentwins_core::store::SledConfig;
 use opentwins_infer::processor::ProcessorConfig;
 use opentwins_transport::http::HttpConfig;
@@ -71,6 +72,8 @@ pub struct InstanceConfig {
     pub model: ModelConfig,
     /// The lane processor.
     pub processor: ProcessorConfig,
+    /// What history records and keeps (with `enable.history`).
+    pub history: HistoryConfig,
 }
 
 /// Which parts of the instance run.
@@ -83,10 +86,8 @@ pub struct Enable {
     pub mqtt: bool,
     /// The lane processor.
     pub processor: bool,
-    /// Recording history.
+    /// Recording history, and `/api/2/history`.
     pub history: bool,
-    /// The composition API (`/api/2/types`, `/api/2/twins`).
-    pub composition: bool,
     /// The dashboard page at `/`.
     pub dashboard: bool,
 }
@@ -98,7 +99,6 @@ impl Default for Enable {
             mqtt: true,
             processor: false,
             history: false,
-            composition: false,
             dashboard: false,
         }
     }
@@ -220,6 +220,8 @@ impl InstanceConfig {
         http.auth.anonymous = true;
         http.auth.anonymous_subject = ANONYMOUS.into();
         http.admin_subjects = vec![ANONYMOUS.into()];
+        // Types and twin trees (`/api/2/types`, `/api/2/twins`) on the hub.
+        http.composition = !edge;
         let mqtt = MqttConfig {
             instance_id: id.clone(),
             subscriptions: vec![
@@ -253,7 +255,6 @@ impl InstanceConfig {
             enable: Enable {
                 processor: edge,
                 history: !edge,
-                composition: !edge,
                 dashboard: !edge,
                 ..Enable::default()
             },
@@ -275,6 +276,7 @@ impl InstanceConfig {
             mqtt,
             model: ModelConfig::default(),
             processor: ProcessorConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use opentwins_core::history::{History, HistorySink, SledHistory, run_retention};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
 use opentwins_core::store::SledStore;
@@ -20,6 +21,9 @@ use opentwins_transport::link::{Direction, LinkConfig, Links, PeerConfig};
 use opentwins_transport::mqtt::{MqttBridge, MqttHandle};
 
 use crate::config::{InstanceConfig, PROCESSOR};
+
+/// How long a start waits for its links to connect before it goes on without them.
+const LINKS_READY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A running instance. [`Instance::shutdown`] stops it in order; dropping it without that
 /// stops its tasks with the runtime but skips the final flush.
@@ -48,9 +52,24 @@ impl Instance {
         );
         let twins = Twins::open(config.engine.clone(), store.clone())
             .context("loading the engine from the store")?;
-        provision(&twins, &config).await?;
+        let (stop, stopped) = watch::channel(false);
+        // History records from the first write on, in the store's database (as durable as it).
+        let history = if config.enable.history {
+            let history: Arc<dyn History> = Arc::new(
+                SledHistory::open(store.db())
+                    .context("opening the history")?
+                    .with_max_points(config.history.max_points_per_path),
+            );
+            twins.add_sink(Arc::new(HistorySink::new(history.clone(), &config.history)));
+            let mut stopped = stopped.clone();
+            tokio::spawn(run_retention(history.clone(), config.history.clone(), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            Some(history)
+        } else {
+            None
+        };
         let registry = Registry::new();
-
         let links = Links::new(twins.clone(), store.db().clone(), None);
         for link in link_configs(&config) {
             let name = link.name.clone();
@@ -59,6 +78,14 @@ impl Instance {
                 .await
                 .with_context(|| format!("starting link '{name}'"))?;
         }
+        // A broker keeps a peer's updates for a link only once it has subscribed.
+        if !links.wait_ready(LINKS_READY).await {
+            tracing::warn!(
+                "links not connected after {LINKS_READY:?}; updates for them wait in the outboxes"
+            );
+        }
+        // After the links: a thing created here reaches the peers like any write.
+        provision(&twins, &config).await?;
 
         let processor = if config.enable.processor {
             let model = match &config.model.path {
@@ -88,9 +115,8 @@ impl Instance {
             None
         };
 
-        let (stop, stopped) = watch::channel(false);
         let http = if config.enable.http {
-            Some(start_http(&config, &twins, &links, &registry, stopped).await?)
+            Some(start_http(&config, &twins, &links, history, &registry, stopped).await?)
         } else {
             None
         };
@@ -315,6 +341,7 @@ async fn start_http(
     config: &InstanceConfig,
     twins: &Twins,
     links: &Links,
+    history: Option<Arc<dyn History>>,
     registry: &Registry,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
@@ -329,9 +356,12 @@ async fn start_http(
              anonymous off, or listen on 127.0.0.1"
         );
     }
-    let state = HttpState::with_registry(twins.clone(), config.http.clone(), registry.clone())
+    let mut state = HttpState::with_registry(twins.clone(), config.http.clone(), registry.clone())
         .context("HTTP configuration")?
         .with_links(links.clone());
+    if let Some(history) = history {
+        state = state.with_history(history);
+    }
     let mut router = app(state);
     if config.enable.dashboard {
         router = router.merge(crate::dashboard::router(&config.instance_id));

@@ -149,6 +149,11 @@ impl Stats {
 trait Transport: Send + Sync {
     fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a>;
     fn close(&self) {}
+    /// Turns true once the transport can take and deliver updates both ways (an MQTT peer:
+    /// connected and subscribed); `None`: always ready.
+    fn ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 type SendFuture<'a> =
@@ -415,6 +420,25 @@ impl Links {
         read(&self.inner.links)
             .values()
             .all(|l| l.outbox.as_ref().is_none_or(|o| o.stats().entries == 0))
+    }
+
+    /// Waits until every link's transport is ready (an MQTT peer connected and subscribed, so
+    /// the broker keeps the peer's updates for it from then on), at most `timeout`. Returns
+    /// whether all were.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let waits: Vec<_> = read(&self.inner.links)
+            .values()
+            .filter_map(|l| l.transport.ready())
+            .collect();
+        let all = async {
+            for mut ready in waits {
+                if ready.wait_for(|r| *r).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, all).await.unwrap_or(false)
     }
 
     /// Stops every link; outboxes stay for the next start.

@@ -18,6 +18,8 @@ pub(super) struct MqttPeer {
     topic: String,
     qos: i32,
     stop: watch::Sender<bool>,
+    /// True once connected and subscribed.
+    ready: watch::Receiver<bool>,
 }
 
 /// Connects (in the background, retrying) and starts reading the peer's updates.
@@ -78,23 +80,30 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         }
     });
     let runtime = tokio::runtime::Handle::current();
+    let (ready_tx, ready) = watch::channel(false);
+    let ready_tx = Arc::new(ready_tx);
     if let Some(filter) = subscribe.clone() {
         let qos = *qos;
+        let ready_tx = ready_tx.clone();
         client.set_connected_callback(move |cli| {
-            let (cli, filter) = (cli.clone(), filter.clone());
+            let (cli, filter, ready_tx) = (cli.clone(), filter.clone(), ready_tx.clone());
             runtime.spawn(async move {
                 let opts = paho::SubscribeOptionsBuilder::new()
                     .no_local(true)
                     .finalize();
-                if let Err(e) = cli
+                match cli
                     .subscribe_with_options(filter.as_str(), qos, opts, None)
                     .await
                 {
-                    tracing::error!(%filter, error = %e, "link subscribe failed");
+                    Ok(_) => {
+                        ready_tx.send_replace(true);
+                    }
+                    Err(e) => tracing::error!(%filter, error = %e, "link subscribe failed"),
                 }
             });
         });
     }
+    let subscribes = subscribe.is_some();
     let (stop, mut stopped) = watch::channel(false);
     let (c, name, links) = (
         client.clone(),
@@ -107,7 +116,12 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         loop {
             tokio::select! {
                 r = c.connect(options.clone()) => match r {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        if !subscribes {
+                            ready_tx.send_replace(true);
+                        }
+                        break;
+                    }
                     Err(e) => tracing::debug!(link = %name, error = %e, "link connect failed"),
                 },
                 _ = stopped.wait_for(|s| *s) => return,
@@ -134,6 +148,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         topic: publish.clone(),
         qos: *qos,
         stop,
+        ready,
     }))
 }
 
@@ -154,5 +169,9 @@ impl Transport for MqttPeer {
 
     fn close(&self) {
         let _ = self.stop.send(true);
+    }
+
+    fn ready(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.ready.clone())
     }
 }
