@@ -2,6 +2,8 @@
 //! test camera publishes to the edge yields the decision on the edge and the lane feature
 //! (never the frame) at the hub, with history and search; the edge killed with -9 during a
 //! stream and restarted leaves the hub with every decision the edge kept.
+//!
+//! The edge binary is found next to the hub's (`cargo test --workspace` builds both).
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -221,10 +223,10 @@ async fn edge_and_hub_in_a_star_over_mosquitto() {
         );
         let (status, found) = get(&search).await;
         assert_eq!(status, 200, "{found}");
-        let links = get(&format!("{}/api/2/connections", edge.url())).await.1;
-        let hub_links = get(&format!("{}/api/2/connections", hub.url())).await.1;
-        eprintln!("edge links {links}\nhub links {hub_links}");
-        assert_eq!(found["items"][0]["thingId"], THING, "{found} (the hub has {thing})");
+        assert_eq!(
+            found["items"][0]["thingId"], THING,
+            "{found} (the hub has {thing})"
+        );
         let offsets = format!(
             "{}/api/2/history/things/{THING}/features/lane/properties/offset",
             hub.url()

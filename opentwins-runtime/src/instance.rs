@@ -62,9 +62,13 @@ impl Instance {
             );
             twins.add_sink(Arc::new(HistorySink::new(history.clone(), &config.history)));
             let mut stopped = stopped.clone();
-            tokio::spawn(run_retention(history.clone(), config.history.clone(), async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
+            tokio::spawn(run_retention(
+                history.clone(),
+                config.history.clone(),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ));
             Some(history)
         } else {
             None
@@ -379,7 +383,8 @@ async fn start_http(
 
 fn export_processor_metrics(registry: &Registry, handle: &ProcessorHandle) {
     let read = Arc::new(handle.metrics_reader());
-    let counters: [(&str, &str, fn(&opentwins_infer::ProcessorMetrics) -> u64); 4] = [
+    type Field = fn(&opentwins_infer::ProcessorMetrics) -> u64;
+    let counters: [(&str, &str, Field); 4] = [
         (
             "opentwins_processor_frames_total",
             "Frames received.",

@@ -51,7 +51,12 @@ async fn an_edge_sends_its_things_up_over_http() {
         let id = opentwins_core::ThingId::new("t:car-1").unwrap();
         wait_for(|| hub.twins().get_thing(&id).is_some()).await;
         let at_hub = hub.twins().get_thing(&id).unwrap();
-        assert_eq!(at_hub.body()["attributes"], json!({"kind": "car"}), "{}", at_hub.body());
+        assert_eq!(
+            at_hub.body()["attributes"],
+            json!({"kind": "car"}),
+            "{}",
+            at_hub.body()
+        );
         assert_eq!(at_hub.body()["features"]["speed"]["properties"]["v"], 1);
         assert!(at_hub.body()["features"].get("camera").is_none());
         edge.shutdown().await.unwrap();
