@@ -1,0 +1,140 @@
+//! Helpers of the MQTT bridge tests (`mqtt_bridge.rs`, `mqtt_tls.rs`): a bridge on an engine, a
+//! raw MQTT 5 client, waiting for things and metrics.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, ThingCommand};
+use opentwins_core::{Pointer, ThingId, Twins};
+use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics};
+use paho_mqtt as paho;
+use serde_json::Value;
+
+pub const LIMIT: Duration = Duration::from_secs(60);
+pub const SUBJECT: &str = "test:mqtt";
+
+pub fn auth() -> AuthContext {
+    AuthContext::new([SUBJECT])
+}
+
+pub fn config(broker: &str, prefix: &str) -> MqttConfig {
+    let mut c = MqttConfig {
+        broker: broker.into(),
+        instance_id: prefix.replace('/', "-"),
+        subject: vec![SUBJECT.into()],
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(2),
+        ..MqttConfig::default()
+    };
+    c.status.enabled = false;
+    c.outbound.enabled = false;
+    c
+}
+
+pub async fn create_thing(tw: &Twins, id: &str, body: Value) {
+    let cmd = ThingCommand::new(
+        ThingId::new(id).unwrap(),
+        Action::Create,
+        Pointer::root(),
+        Some(body),
+    );
+    tw.apply(&auth(), cmd).await.unwrap();
+}
+
+pub async fn start(config: MqttConfig, tw: &Twins) -> MqttHandle {
+    let (handle, _join) = MqttBridge::spawn(config, tw.clone()).unwrap();
+    assert!(
+        handle.wait_connected(Duration::from_secs(20)).await,
+        "bridge did not connect"
+    );
+    handle
+}
+
+/// A test-side MQTT 5 client with a message stream.
+pub struct Client {
+    pub cli: paho::AsyncClient,
+    pub rx: paho::AsyncReceiver<Option<paho::Message>>,
+}
+
+impl Client {
+    pub async fn connect(uri: &str, id: &str, clean: bool) -> Client {
+        let mut cli = paho::CreateOptionsBuilder::new()
+            .server_uri(uri)
+            .client_id(id)
+            .mqtt_version(paho::MQTT_VERSION_5)
+            .max_buffered_messages(10_000)
+            .send_while_disconnected(true)
+            .create_client()
+            .unwrap();
+        let rx = cli.get_stream(None);
+        let opts = paho::ConnectOptionsBuilder::new_v5()
+            .clean_start(clean)
+            .properties(paho::properties![paho::PropertyCode::SessionExpiryInterval => 600])
+            .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(2))
+            .finalize();
+        cli.connect(opts).await.unwrap();
+        Client { cli, rx }
+    }
+
+    pub async fn subscribe(&self, filter: &str) {
+        self.cli.subscribe(filter, 1).await.unwrap();
+    }
+
+    /// The next message, failing after `secs`.
+    pub async fn next(&self, secs: u64) -> paho::Message {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
+                .await
+                .expect("no message in time")
+                .expect("stream closed");
+            if let Some(m) = m {
+                return m;
+            }
+        }
+    }
+
+    pub async fn publish(&self, msg: paho::Message) {
+        self.cli.publish(msg).await.unwrap();
+    }
+}
+
+pub fn json_of(m: &paho::Message) -> Value {
+    serde_json::from_slice(m.payload()).unwrap()
+}
+
+pub fn thing_json(tw: &Twins, id: &str) -> Option<Value> {
+    tw.get_thing(&ThingId::new(id).unwrap())
+        .map(|t| t.to_json(None))
+}
+
+/// Polls the engine until `pred` holds for the thing.
+pub async fn wait_thing(tw: &Twins, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = thing_json(tw, id)
+            && pred(&v)
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            thing_json(tw, id).map(|t| t.to_string().chars().take(3000).collect::<String>())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the bridge's counters until `pred` holds (they are updated after the engine applied).
+pub async fn wait_metrics(bridge: &MqttHandle, pred: impl Fn(&MqttMetrics) -> bool) -> MqttMetrics {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = bridge.metrics();
+        if pred(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "counters never matched: {m:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
