@@ -238,7 +238,7 @@ async fn edge_and_hub_in_a_star_over_mosquitto() {
         // A stream; kill -9 the edge in the middle; restart it.
         for id in 2..=60 {
             camera.send(id).await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             if id == 30 {
                 edge.kill();
             }
@@ -275,7 +275,12 @@ async fn edge_and_hub_in_a_star_over_mosquitto() {
             missing.is_empty(),
             "the hub lacks decisions {missing:?} the edge kept"
         );
-        assert!(kept.len() > 10, "too few decisions kept: {kept:?}");
+        // Not vacuous: the edge kept decisions from before the kill and after the restart (the
+        // processor skips frames that arrive while it infers, so not every id is there).
+        assert!(
+            kept.iter().any(|id| (2..=30).contains(id)) && kept.contains(&60),
+            "decisions kept: {kept:?}"
+        );
         let edge_status =
             tokio::task::spawn_blocking(move || edge.terminate(Duration::from_secs(20)));
         assert!(edge_status.await.unwrap().unwrap().success());
