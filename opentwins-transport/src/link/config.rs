@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use opentwins_core::model::Pointer;
+use opentwins_core::model::{PathPattern, Pointer};
 
 /// One link between this instance and a peer. Every field but `name` and `peer` has a default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,27 +179,12 @@ impl PeerConfig {
     }
 }
 
-/// A path pattern: a pointer whose segments may be `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pattern(Vec<String>);
+/// A path pattern as the link configuration writes it (a pointer whose segments may be `*`).
+pub(crate) type Pattern = PathPattern;
 
-impl Pattern {
-    pub(crate) fn parse(s: &str) -> Result<Pattern, String> {
-        let p = Pointer::parse(s).map_err(|e| format!("'{s}' is not a path pattern: {e}"))?;
-        Ok(Pattern(p.segments().to_vec()))
-    }
-
-    /// Whether `path` is at or below what the pattern names.
-    pub(crate) fn covers(&self, path: &Pointer) -> bool {
-        let segs = path.segments();
-        segs.len() >= self.0.len() && self.0.iter().zip(segs).all(|(p, s)| p == "*" || p == s)
-    }
-
-    /// Whether `path` is strictly above something the pattern names.
-    pub(crate) fn is_below(&self, path: &Pointer) -> bool {
-        let segs = path.segments();
-        segs.len() < self.0.len() && self.0.iter().zip(segs).all(|(p, s)| p == "*" || p == s)
-    }
+/// Parses a pattern of the link configuration, the error as the link reports it.
+pub(crate) fn parse_pattern(s: &str) -> Result<Pattern, String> {
+    PathPattern::parse(s).map_err(|e| format!("'{s}' is not a path pattern: {e}"))
 }
 
 /// The paths a link carries: include and exclude patterns.
@@ -223,11 +208,7 @@ pub(crate) enum Selected {
 
 impl Selection {
     pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<Selection, String> {
-        let parse = |v: &[String]| {
-            v.iter()
-                .map(|s| Pattern::parse(s))
-                .collect::<Result<_, _>>()
-        };
+        let parse = |v: &[String]| v.iter().map(|s| parse_pattern(s)).collect::<Result<_, _>>();
         Ok(Selection {
             include: parse(include)?,
             exclude: parse(exclude)?,

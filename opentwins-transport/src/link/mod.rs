@@ -41,7 +41,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use config::{Direction, LinkConfig, PeerConfig};
-use config::{Pattern, Selected, Selection, covered};
+use config::{Pattern, Selected, Selection, covered, parse_pattern};
 pub use network::{Faults, Network};
 use outbox::{Coalesce, Outbox, OutboxConfig};
 pub use topology::{InstanceSpec, Topology};
@@ -212,7 +212,7 @@ impl Links {
         let owned = config
             .owned
             .iter()
-            .map(|s| Pattern::parse(s))
+            .map(|s| parse_pattern(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(&bad)?;
         let filter = match &config.filter {
