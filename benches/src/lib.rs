@@ -1,5 +1,8 @@
 //! Shared helpers of the benchmark programs in `src/bin/`.
 
+pub mod paper;
+pub mod svg;
+
 use std::time::{Duration, Instant};
 
 /// Resident set size of this process in bytes (Linux `/proc/self/status`), 0 if unknown.

@@ -10,7 +10,7 @@
 //! The optional argument is the desired speed in km/h (default 50). A hub and an edge run in
 //! this process with their own stores and HTTP ports, linked over HTTP in both directions (the
 //! hub owns `desiredProperties`, the edge owns `properties`, as AWS IoT shadows do). The hub's
-//! side talks to the hub only through its HTTP API: `PUT .../desiredProperties/speed` and
+//! side talks to the hub only through its HTTP API: `PUT .../desiredProperties/value` and
 //! `GET .../features/speed/delta`.
 
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     wait_for(&http, &format!("{feature}/properties/value"), |_| true).await?;
     println!("hub: desired speed {target} km/h for {THING}");
     let put = http
-        .put(format!("{feature}/desiredProperties/speed"))
+        .put(format!("{feature}/desiredProperties/value"))
         .header("content-type", "application/json")
         .body(target.to_string())
         .send()
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let mut speed = 0.0f64;
     loop {
         let thing = twins.get_thing(&id).context("the vehicle's twin is gone")?;
-        let desired = thing.body()["features"]["speed"]["desiredProperties"]["speed"].as_f64();
+        let desired = thing.body()["features"]["speed"]["desiredProperties"]["value"].as_f64();
         if let Some(desired) = desired {
             let step = (desired - speed).clamp(-10.0, 10.0);
             if step != 0.0 {

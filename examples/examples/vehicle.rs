@@ -163,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             None => "HTTP, no broker".to_owned(),
         },
     );
+    let mut cameras = Vec::new();
     for (i, (name, edge)) in names.iter().zip(&edges).enumerate() {
         let sent: Sent = Arc::default();
         // The vehicle's view: decisions landing in its own twin.
@@ -204,6 +205,10 @@ async fn main() -> anyhow::Result<()> {
             ),
         };
         let pool = FramePool::render(1000 * (i as u64 + 1), 24, args.width, args.height)?;
+        cameras.push((camera, pool, sent));
+    }
+    // The cameras start together, once everything is set up.
+    for (i, (camera, pool, sent)) in cameras.into_iter().enumerate() {
         tasks.push(tokio::spawn(drive(
             camera,
             pool,
@@ -241,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    summary(&args, &names, &boards, &edges);
+    summary(&args, &names, &boards, &edges, &hub);
     for task in tasks {
         task.abort();
     }
@@ -303,7 +308,7 @@ fn show(names: &[String], boards: &Boards, elapsed: Duration, total: Duration) {
     }
 }
 
-fn summary(args: &Args, names: &[String], boards: &Boards, edges: &[Instance]) {
+fn summary(args: &Args, names: &[String], boards: &Boards, edges: &[Instance], hub: &Instance) {
     let b = boards.lock().unwrap();
     println!(
         "\nsummary ({}):",
@@ -314,19 +319,28 @@ fn summary(args: &Args, names: &[String], boards: &Boards, edges: &[Instance]) {
         }
     );
     for ((name, b), edge) in names.iter().zip(b.iter()).zip(edges) {
-        let skipped = edge.processor().map(|p| p.metrics().skipped).unwrap_or(0);
+        // Frames the model skipped as stale (a newer one of the same camera had come).
+        let skipped = match edge.processor() {
+            Some(p) => format!(" ({} skipped as stale by the edge)", p.metrics().skipped),
+            None => String::new(),
+        };
         println!(
-            "  {name}: {} frames sent, {} decisions ({} skipped as stale at the edge), latency \
-             mean {:.1} ms p50 {:.1} p95 {:.1} max {:.1}; hub got {} decisions and {} frames",
+            "  {name}: {} frames sent, {} decisions{skipped}, latency mean {:.1} ms p50 {:.1} \
+             p95 {:.1} max {:.1}; hub got {} decisions and {} frames",
             b.sent,
             b.decisions,
-            skipped,
             b.latency.mean(),
             b.latency.quantile(0.5),
             b.latency.quantile(0.95),
             b.latency.quantile(1.0),
             b.hub_decisions,
             b.hub_frames,
+        );
+    }
+    if let Some(p) = hub.processor() {
+        println!(
+            "  the hub's model skipped {} frames as stale",
+            p.metrics().skipped
         );
     }
 }

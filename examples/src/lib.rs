@@ -140,6 +140,11 @@ impl Latencies {
         self.0.push(ms);
     }
 
+    /// The samples, in the order pushed.
+    pub fn values(&self) -> &[f64] {
+        &self.0
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.0.len()

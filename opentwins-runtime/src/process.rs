@@ -44,13 +44,20 @@ impl Process {
         env: &[(&str, &str)],
         timeout: Duration,
     ) -> std::io::Result<Process> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .envs(env.iter().copied());
+        Process::start(command, timeout)
+    }
+
+    /// Starts `command` (an instance binary with its arguments, or an emulator running one)
+    /// with stdout piped and waits (up to `timeout`) for its `listening on http://..` line.
+    pub fn start(mut command: Command, timeout: Duration) -> std::io::Result<Process> {
+        let program = command.get_program().to_owned();
+        // stderr (the log) is inherited unless the command redirects it.
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -67,7 +74,7 @@ impl Process {
                 let status = child.wait()?;
                 return Err(std::io::Error::other(format!(
                     "{} did not start listening within {timeout:?} ({status})",
-                    binary.display()
+                    program.to_string_lossy()
                 )));
             }
         };

@@ -476,3 +476,55 @@ async fn a_link_that_may_not_create_keeps_only_known_things() {
     .await
     .unwrap();
 }
+
+/// A selective link sends nothing for a change outside its selection: not even the "is an
+/// object" marks above the paths it carries (a hub's desired-state link stays quiet while
+/// vehicles report). Removing the thing still crosses.
+#[tokio::test]
+async fn changes_outside_a_selection_send_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let hub = instance("hub", &network).await;
+        let edge = instance("edge", &network).await;
+        hub.add(LinkConfig {
+            include: vec!["/features/*/desiredProperties".into()],
+            ..link_to("edge")
+        })
+        .await
+        .unwrap();
+        edge.add(link_to("hub")).await.unwrap();
+        let id = ThingId::new("t:car").unwrap();
+        let apply = |action: Action, v: Option<Value>| {
+            let c = ThingCommand::new(id.clone(), action, Pointer::root(), v);
+            let twins = hub.twins().clone();
+            async move { twins.apply(&writer(), c).await.unwrap() }
+        };
+        let create = json!({"policyId": "t:policy", "features": {
+            "speed": {"desiredProperties": {"value": 10}}}});
+        apply(Action::Modify, Some(create)).await;
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        let sent = hub.status()[0].messages_out;
+        assert_eq!(sent, 1, "the creation carries desired state");
+        let reported = json!({"features": {"lane": {"properties": {"offset": 0.1}}}});
+        apply(Action::Merge, Some(reported)).await;
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        assert_eq!(
+            hub.status()[0].messages_out,
+            sent,
+            "an unselected change was sent"
+        );
+        assert!(
+            body(&edge, "t:car").unwrap()["features"]
+                .get("lane")
+                .is_none()
+        );
+        let desired = json!({"features": {"speed": {"desiredProperties": {"value": 20}}}});
+        apply(Action::Merge, Some(desired)).await;
+        apply(Action::Delete, None).await;
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        assert_eq!(hub.status()[0].messages_out, sent + 2);
+        assert!(body(&edge, "t:car").is_none(), "the removal did not cross");
+    })
+    .await
+    .unwrap();
+}

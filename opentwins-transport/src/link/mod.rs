@@ -501,7 +501,9 @@ impl Links {
             // Not ours: a broadcast meant for another instance.
             return Ok(Applied::default());
         }
-        let selected = link.select(&update);
+        let Some(selected) = link.select(&update) else {
+            return Ok(Applied::default());
+        };
         let owned = |p: &Pointer| covered(&link.owned, p);
         let applied = self
             .inner
@@ -566,13 +568,15 @@ impl Link {
         {
             return;
         }
-        let update = self.select(&Update {
+        let Some(update) = self.select(&Update {
             thing_id: id.clone(),
             origin: provenance.origin.clone(),
             hops: provenance.hops.clone(),
             policy_id: thing.map(|t| t.policy_id().clone()),
             changes: provenance.changes.clone(),
-        });
+        }) else {
+            return;
+        };
         if update.changes.is_empty() {
             return;
         }
@@ -588,24 +592,39 @@ impl Link {
         }
     }
 
-    /// The part of an update this link carries.
-    fn select(&self, update: &Update) -> Update {
+    /// The part of an update this link carries; `None` when it carries nothing of it (only the
+    /// "is an object" marks above selected paths would be left).
+    fn select(&self, update: &Update) -> Option<Update> {
         if self.selection.is_everything() {
-            return update.clone();
+            return Some(update.clone());
         }
-        update.map_changes(|change| match self.selection.select(&change.path) {
-            Selected::Yes => Some(change),
-            // A value here would replace what the link does not carry: keep only "is an
-            // object" (removals still remove).
-            Selected::AncestorOnly => {
-                let cell = match change.cell {
-                    Cell::Value(_) => Cell::Object,
-                    other => other,
-                };
-                Some(Change { cell, ..change })
-            }
-            Selected::No => None,
-        })
+        let carries =
+            update
+                .changes
+                .changes()
+                .any(|change| match self.selection.select(&change.path) {
+                    Selected::Yes => true,
+                    Selected::AncestorOnly => change.cell == Cell::Removed,
+                    Selected::No => false,
+                });
+        if !carries {
+            return None;
+        }
+        Some(
+            update.map_changes(|change| match self.selection.select(&change.path) {
+                Selected::Yes => Some(change),
+                // A value here would replace what the link does not carry: keep only "is an
+                // object" (removals still remove).
+                Selected::AncestorOnly => {
+                    let cell = match change.cell {
+                        Cell::Value(_) => Cell::Object,
+                        other => other,
+                    };
+                    Some(Change { cell, ..change })
+                }
+                Selected::No => None,
+            }),
+        )
     }
 
     fn status(&self) -> LinkStatus {
