@@ -65,3 +65,80 @@ async fn an_edge_sends_its_things_up_over_http() {
     .await
     .unwrap();
 }
+
+/// The hub's dashboard page reads these answers (see `dashboard.html`): the fleet from a search
+/// (`items` with `_revision`), the history chart from step buckets (`buckets` with `t`, `min`,
+/// `max`, `avg`), the links table from `/api/2/connections` (`config.name`, `status`). The page
+/// once read `points` from a stepped history answer and drew nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_gets_the_fields_it_reads() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = config(Role::Hub, "hub", dir.path());
+        hub.things = vec![json!({
+            "thingId": "t:car-1",
+            "policyId": "opentwins:fleet",
+            "features": {"lane": {"properties": {"offset": 0.1}}}
+        })];
+        hub.links = vec![LinkConfig {
+            direction: Direction::In,
+            ..LinkConfig::new("car-1", PeerConfig::Inbox {})
+        }];
+        let hub = Instance::start(hub).await.unwrap();
+        let base = format!("http://{}", hub.http_addr().unwrap());
+        let http = reqwest::Client::new();
+        let page = http.get(format!("{base}/")).send().await.unwrap();
+        let page = page.text().await.unwrap();
+        let get = |path: &'static str| {
+            // The page asks for this path (the query is the page's own).
+            assert!(page.contains(path), "the page does not ask for {path}");
+            let request = http.get(format!("{base}{path}")).send();
+            async move {
+                let r = request.await.unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                serde_json::from_str::<serde_json::Value>(&r.text().await.unwrap()).unwrap()
+            }
+        };
+        for v in [0.2, 0.3] {
+            let put = http
+                .put(format!(
+                    "{base}/api/2/things/t:car-1/features/lane/properties/offset"
+                ))
+                .header("content-type", "application/json")
+                .body(v.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success());
+        }
+        let fleet = get(
+            "/api/2/search/things?option=size(200)&fields=thingId,attributes,features,_revision,_modified",
+        )
+        .await;
+        assert_eq!(fleet["items"][0]["thingId"], "t:car-1");
+        assert_eq!(fleet["items"][0]["_revision"], 3);
+        // The page builds this URL from the selected thing and a series path.
+        let history = http
+            .get(format!(
+                "{base}/api/2/history/things/t:car-1/features/lane/properties/offset\
+                 ?from=2000-01-01T00:00:00Z&step=5s"
+            ))
+            .send()
+            .await
+            .unwrap();
+        let history: serde_json::Value =
+            serde_json::from_str(&history.text().await.unwrap()).unwrap();
+        assert!(page.contains("/api/2/history/things/") && page.contains("&step=5s"));
+        let bucket = &history["buckets"][0];
+        assert!(page.contains("body.buckets"), "the page reads another key");
+        for key in ["t", "min", "max", "avg"] {
+            assert!(bucket.get(key).is_some(), "no {key} in {history}");
+        }
+        let links = get("/api/2/connections").await;
+        assert_eq!(links[0]["config"]["name"], "car-1");
+        assert!(links[0]["status"]["messages_in"].is_u64());
+        hub.shutdown().await.unwrap();
+    })
+    .await
+    .unwrap();
+}
