@@ -402,6 +402,16 @@ impl Deployment {
             .sum()
     }
 
+    /// Bytes of one connection, by its full name (`edge-0/bridge`, `edge-0/uplink`, `hub/bridge`,
+    /// `camera/frames`).
+    pub fn proxy_bytes(&self, name: &str) -> u64 {
+        self.proxies
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, p)| p.bytes())
+            .sum()
+    }
+
     /// Bytes that crossed the network between the vehicles and the hub (both ways).
     pub fn wan_bytes(&self) -> u64 {
         self.proxies
