@@ -32,11 +32,13 @@ pub enum Scale {
 const W: f64 = 860.0;
 const H: f64 = 480.0;
 const LEFT: f64 = 70.0;
+/// Right margin: room for the legend of line charts; bars have none.
 const RIGHT: f64 = 270.0;
+const RIGHT_BARS: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 
-fn header(title: &str) -> String {
+fn header(title: &str, right: f64) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -44,7 +46,7 @@ fn header(title: &str) -> String {
 <rect width="100%" height="100%" fill="white"/>
 <text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
 "#,
-        (LEFT + W - RIGHT) / 2.0,
+        (LEFT + W - right) / 2.0,
         escape(title)
     );
     s
@@ -111,13 +113,13 @@ impl YAxis {
         }
     }
 
-    fn draw(&self, s: &mut String, label: &str) {
+    fn draw(&self, s: &mut String, label: &str, right: f64) {
         for t in self.ticks() {
             let y = self.y(t);
             let _ = writeln!(
                 s,
                 r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                W - RIGHT,
+                W - right,
                 LEFT - 6.0,
                 y + 4.0,
                 number(t)
@@ -182,7 +184,7 @@ fn legend(s: &mut String, entries: &[(&str, &str, bool)]) {
 
 /// Lines over a linear x axis.
 pub fn lines(title: &str, x_label: &str, y_label: &str, scale: Scale, series: &[Line]) -> String {
-    let mut s = header(title);
+    let mut s = header(title, RIGHT);
     let xs = series.iter().flat_map(|l| l.points.iter().map(|p| p.0));
     let (x_lo, x_hi) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     let (x_lo, x_hi) = if x_lo < x_hi {
@@ -197,7 +199,7 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, scale: Scale, series: &[
         scale,
         series.iter().flat_map(|l| l.points.iter().map(|p| p.1)),
     );
-    y_axis.draw(&mut s, y_label);
+    y_axis.draw(&mut s, y_label, RIGHT);
     // x ticks at the first series' points.
     if let Some(first) = series.first() {
         for (v, _) in &first.points {
@@ -270,10 +272,10 @@ pub struct Bar {
 
 /// Bars with their values written on top.
 pub fn bars(title: &str, y_label: &str, scale: Scale, bars: &[Bar]) -> String {
-    let mut s = header(title);
+    let mut s = header(title, RIGHT_BARS);
     let y_axis = YAxis::new(scale, bars.iter().map(|b| b.value));
-    y_axis.draw(&mut s, y_label);
-    let slot = (W - RIGHT - LEFT) / bars.len().max(1) as f64;
+    y_axis.draw(&mut s, y_label, RIGHT_BARS);
+    let slot = (W - RIGHT_BARS - LEFT) / bars.len().max(1) as f64;
     let base = y_axis.y(y_axis.lo);
     for (i, bar) in bars.iter().enumerate() {
         let x = LEFT + slot * i as f64 + slot * 0.15;
@@ -299,7 +301,7 @@ pub fn bars(title: &str, y_label: &str, scale: Scale, bars: &[Bar]) -> String {
     let _ = writeln!(
         s,
         r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="black"/>"#,
-        W - RIGHT - LEFT,
+        W - RIGHT_BARS - LEFT,
         H - TOP - BOTTOM
     );
     s.push_str("</svg>\n");
