@@ -52,7 +52,9 @@ data_dir = "$work/data"
 [enable]
 mqtt = false
 TOML
-run --config "$work/edge.toml" > "$work/stdout" 2> "$work/stderr" &
+# Started directly (not through `run`) so that $! is the emulator running the edge.
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" --config "$work/edge.toml" \
+  > "$work/stdout" 2> "$work/stderr" &
 pid=$!
 for _ in $(seq 600); do
   grep -q "listening on" "$work/stdout" 2>/dev/null && break
@@ -64,5 +66,7 @@ addr=$(sed -n 's/^listening on //p' "$work/stdout")
 curl -fsS "$addr/health" > /dev/null
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 kill -TERM "$pid"
-wait "$pid"
+status=0
+wait "$pid" || status=$?
+[ "$status" -eq 0 ] || { cat "$work/stderr"; echo "the edge exited with $status on SIGTERM" >&2; exit 1; }
 echo "==> ok: $addr answered /health; RSS under qemu ${rss_kb} kB; stopped cleanly on SIGTERM"
