@@ -257,6 +257,21 @@ pub struct Options {
     pub edge_binary: Option<PathBuf>,
 }
 
+impl Options {
+    /// `vehicles` edges with `cameras` each; no network delay, one worker, native edges.
+    pub fn new(scenario: Scenario, vehicles: usize, cameras: usize) -> Options {
+        Options {
+            scenario,
+            vehicles,
+            cameras,
+            wan: None,
+            workers: 1,
+            edge_runner: Vec::new(),
+            edge_binary: None,
+        }
+    }
+}
+
 /// A running deployment: two brokers, a hub, the vehicles' edges, and a counting proxy per
 /// process connection.
 pub struct Deployment {

@@ -13,13 +13,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 fn options(scenario: Scenario, wan: Option<std::sync::Arc<Wan>>) -> Options {
     Options {
-        scenario,
-        vehicles: 1,
-        cameras: 2,
         wan,
-        workers: 1,
-        edge_runner: Vec::new(),
-        edge_binary: None,
+        ..Options::new(scenario, 1, 2)
     }
 }
 

@@ -118,13 +118,9 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown scenario '{other}'"),
         };
         let deployment = Deployment::start(Options {
-            scenario,
-            vehicles: 1,
-            cameras: max_frames,
             wan: wan.then(|| Wan::new(Duration::from_millis(args.wan_delay_ms), args.wan_mbit)),
             workers: args.workers,
-            edge_runner: Vec::new(),
-            edge_binary: None,
+            ..Options::new(scenario, 1, max_frames)
         })
         .await?;
         let (watcher, mut decisions) =

@@ -114,15 +114,11 @@ async fn main() -> anyhow::Result<()> {
         let mut runs: Vec<(Figures, BTreeMap<String, Figures>)> = Vec::new();
         for run in 0..args.runs {
             let deployment = Deployment::start(Options {
-                scenario: *scenario,
-                vehicles: 1,
-                cameras: 1,
-                wan: None,
-                workers: 1,
                 edge_runner: runner.clone(),
                 edge_binary: (!runner.is_empty())
                     .then(|| args.edge_aarch64.clone())
                     .flatten(),
+                ..Options::new(*scenario, 1, 1)
             })
             .await?;
             let (watcher, mut decisions) =

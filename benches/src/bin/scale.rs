@@ -78,16 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let mut next_id = 0u64;
     for &n in &args.vehicles {
         let started = Instant::now();
-        let deployment = Deployment::start(Options {
-            scenario: Scenario::Distributed,
-            vehicles: n,
-            cameras: 1,
-            wan: None,
-            workers: 1,
-            edge_runner: Vec::new(),
-            edge_binary: None,
-        })
-        .await?;
+        let deployment = Deployment::start(Options::new(Scenario::Distributed, n, 1)).await?;
         let start_s = started.elapsed().as_secs_f64();
         let (at_vehicles, mut decisions) =
             Watcher::start(&deployment.vehicle_broker.url(), "scale-vehicles").await?;
