@@ -479,7 +479,7 @@ async fn a_link_that_may_not_create_keeps_only_known_things() {
 
 /// A selective link sends nothing for a change outside its selection: not even the "is an
 /// object" marks above the paths it carries (a hub's desired-state link stays quiet while
-/// vehicles report). Removing the thing still crosses.
+/// vehicles report). Creating and removing a thing still cross.
 #[tokio::test]
 async fn changes_outside_a_selection_send_nothing() {
     tokio::time::timeout(LIMIT, async {
@@ -503,8 +503,23 @@ async fn changes_outside_a_selection_send_nothing() {
             "speed": {"desiredProperties": {"value": 10}}}});
         apply(Action::Modify, Some(create)).await;
         quiesce(&[hub.clone(), edge.clone()], &network).await;
+        assert_eq!(
+            hub.status()[0].messages_out,
+            1,
+            "the creation carries desired state"
+        );
+        // A thing created with nothing the link selects still exists at the peer.
+        let empty = ThingCommand::new(
+            ThingId::new("t:empty").unwrap(),
+            Action::Modify,
+            Pointer::root(),
+            Some(json!({"policyId": "t:policy", "attributes": {"a": 1}})),
+        );
+        hub.twins().apply(&writer(), empty).await.unwrap();
+        quiesce(&[hub.clone(), edge.clone()], &network).await;
+        assert_eq!(body(&edge, "t:empty").unwrap()["thingId"], "t:empty");
         let sent = hub.status()[0].messages_out;
-        assert_eq!(sent, 1, "the creation carries desired state");
+        assert_eq!(sent, 2);
         let reported = json!({"features": {"lane": {"properties": {"offset": 0.1}}}});
         apply(Action::Merge, Some(reported)).await;
         quiesce(&[hub.clone(), edge.clone()], &network).await;

@@ -592,8 +592,9 @@ impl Link {
         }
     }
 
-    /// The part of an update this link carries; `None` when it carries nothing of it (only the
-    /// "is an object" marks above selected paths would be left).
+    /// The part of an update this link carries; `None` when it carries nothing of it: only the
+    /// "is an object" marks above selected paths would be left, and the update neither removes
+    /// nor writes the whole thing.
     fn select(&self, update: &Update) -> Option<Update> {
         if self.selection.is_everything() {
             return Some(update.clone());
@@ -604,7 +605,11 @@ impl Link {
                 .changes()
                 .any(|change| match self.selection.select(&change.path) {
                     Selected::Yes => true,
-                    Selected::AncestorOnly => change.cell == Cell::Removed,
+                    // Removing, or writing the whole thing (creating it), still crosses.
+                    Selected::AncestorOnly => {
+                        change.cell == Cell::Removed
+                            || (change.path.is_root() && matches!(change.cell, Cell::Value(_)))
+                    }
                     Selected::No => false,
                 });
         if !carries {
