@@ -157,8 +157,13 @@ pub fn number(v: f64) -> String {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.1}")
+    } else if v <= 0.0 {
+        "0".to_owned()
     } else {
-        format!("{v:.2}")
+        // Two significant digits, trailing zeros dropped: 0.25, 0.05, 0.0018.
+        let decimals = (1.0 - v.log10().floor()).max(2.0) as usize;
+        let s = format!("{v:.decimals$}");
+        s.trim_end_matches('0').to_owned()
     }
 }
 
@@ -319,6 +324,10 @@ mod tests {
         assert_eq!(number(2.0), "2");
         assert_eq!(number(2.26), "2.3");
         assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(0.05), "0.05");
+        assert_eq!(number(0.0018), "0.0018");
+        assert_eq!(number(0.0625), "0.062");
+        assert_eq!(number(0.0), "0");
         assert_eq!(nice_ceiling(7.3), 10.0);
         assert_eq!(nice_ceiling(0.23), 0.25);
     }

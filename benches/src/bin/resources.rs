@@ -19,9 +19,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 
@@ -59,6 +60,9 @@ struct Args {
     /// Results directory.
     #[arg(long, default_value = "docs/results/paper")]
     out: PathBuf,
+    /// Only redraw the charts from `{out}/resources.json` (no measuring).
+    #[arg(long)]
+    plot_only: bool,
 }
 
 /// The paper's Fig. 8 (Ditto-based OpenTwins on Kubernetes): CPU % of a core, memory MB, MB on
@@ -85,6 +89,9 @@ struct Figures {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
+    if args.plot_only {
+        return plot(&args.out, &read_platforms(&args.out)?);
+    }
     let pool = FramePool::render(9_000, 24, args.width, args.height)?;
     let mut deployments = vec![
         ("full", Scenario::Centralized, Vec::new()),
@@ -269,7 +276,44 @@ fn report(
         serde_json::to_string_pretty(&json)?,
     )?;
 
-    // Fig. 8's three panels: the paper's two deployments beside ours.
+    let platforms = summary
+        .iter()
+        .map(|(name, (platform, _))| ((*name).to_owned(), platform.clone()))
+        .collect();
+    plot(&args.out, &platforms)?;
+    println!("results in {}", args.out.display());
+    Ok(())
+}
+
+/// The platform figures of each deployment in a `resources.json`.
+fn read_platforms(out: &Path) -> anyhow::Result<BTreeMap<String, Figures>> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("resources.json"))?)?;
+    let results = json["results"]
+        .as_object()
+        .context("resources.json has no results")?;
+    Ok(results
+        .iter()
+        .map(|(name, r)| {
+            let p = &r["platform"];
+            let f = |k: &str| p[k].as_f64().unwrap_or_default();
+            let figures = Figures {
+                cpu: f("cpu_pct"),
+                rss_steady_mb: f("rss_steady_mb"),
+                rss_peak_mb: f("rss_peak_mb"),
+                instance_mb_per_frame: f("instance_mb_per_frame"),
+                wan_mb_per_frame: f("wan_mb_per_frame"),
+                frames: f("frames"),
+                decisions: f("decisions"),
+                latency_p50_ms: f("latency_p50_ms"),
+            };
+            (name.clone(), figures)
+        })
+        .collect())
+}
+
+/// Fig. 8's panels (and the vehicle↔hub bytes) as SVG: the paper's two deployments beside ours.
+fn plot(out: &Path, summary: &BTreeMap<String, Figures>) -> anyhow::Result<()> {
     let label = |name: &str| match name {
         "full" => "ours: full (hub)".to_owned(),
         "light" => "ours: light (edge)".to_owned(),
@@ -285,7 +329,7 @@ fn report(
                 color: COLORS[4 + i],
             })
             .collect();
-        for (i, (name, (platform, _))) in summary.iter().enumerate() {
+        for (i, (name, platform)) in summary.iter().enumerate() {
             bars.push(Bar {
                 label: label(name),
                 value: f(platform),
@@ -297,6 +341,9 @@ fn report(
     let cpu = panel(|f| f.cpu, |p| p.1);
     let memory = panel(|f| f.rss_steady_mb, |p| p.2);
     let network = panel(|f| f.instance_mb_per_frame, |p| p.3);
+    // What crosses between vehicle and hub: the paper's figure is its platform's whole traffic
+    // per sample, shown for scale.
+    let wan = panel(|f| f.wan_mb_per_frame, |p| p.3);
     let charts = [
         (
             "cpu",
@@ -319,13 +366,19 @@ fn report(
             Scale::Log,
             network,
         ),
+        (
+            "network-vehicle-hub",
+            "Network per frame between vehicle and hub (paper: all traffic)",
+            "MB (log)",
+            Scale::Log,
+            wan,
+        ),
     ];
     for (file, title, unit, scale, bars) in charts {
         std::fs::write(
-            args.out.join(format!("resources-{file}.svg")),
+            out.join(format!("resources-{file}.svg")),
             svg::bars(title, unit, scale, &bars),
         )?;
     }
-    println!("results in {}", args.out.display());
     Ok(())
 }
