@@ -3,17 +3,19 @@
 //! message is cleared once the device reports the desired values. Skips loudly when no broker
 //! is there, fails instead when `OPENTWINS_REQUIRE_SERVICES=1`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
-use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics};
+use opentwins_transport::mqtt::{MqttBridge, MqttConfig};
 use paho_mqtt as paho;
 use serde_json::{Value, json};
 
 mod common;
+mod mqtt_helpers;
 use common::{broker, prefix};
+use mqtt_helpers::wait_metrics;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SUBJECT: &str = "test:mqtt";
@@ -31,19 +33,6 @@ async fn apply(tw: &Twins, action: Action, path: &str, value: Value) {
         Some(value),
     );
     tw.apply(&auth(), cmd).await.unwrap();
-}
-
-/// Polls the bridge's counters until `pred` holds.
-async fn wait_metrics(bridge: &MqttHandle, pred: impl Fn(&MqttMetrics) -> bool) -> MqttMetrics {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = bridge.metrics();
-        if pred(&m) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "counters never matched: {m:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A device: a fresh MQTT 5 client subscribed to one topic.

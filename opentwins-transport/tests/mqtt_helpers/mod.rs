@@ -1,4 +1,4 @@
-//! Helpers of the MQTT bridge tests (`mqtt_bridge.rs`, `mqtt_tls.rs`): a bridge on an engine, a
+//! Helpers of the MQTT bridge tests (`mqtt_bridge.rs`, `mqtt_tls.rs`, `mqtt_delta.rs`): a bridge on an engine, a
 //! raw MQTT 5 client, waiting for things and metrics.
 #![allow(dead_code, unreachable_pub)]
 
