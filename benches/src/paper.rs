@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use opentwins_core::Pointer;
 use opentwins_examples::{FramePool, Latencies};
 use opentwins_runtime::process::{Process, sibling_binary};
 use opentwins_runtime::{InstanceConfig, Role};
@@ -609,17 +610,10 @@ impl Watcher {
 fn frame_id(payload: &[u8]) -> Option<u64> {
     let envelope: Value = serde_json::from_slice(payload).ok()?;
     let path = envelope.get("path")?.as_str()?.trim_end_matches('/');
-    let rest = FRAME_ID.strip_prefix(path)?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
-    }
-    let value = envelope.get("value")?;
-    let at = if rest.is_empty() {
-        value
-    } else {
-        value.pointer(rest)?
-    };
-    at.as_u64()
+    let below = Pointer::parse(FRAME_ID)
+        .ok()?
+        .strip_prefix(&Pointer::parse(path).ok()?)?;
+    below.get(envelope.get("value")?)?.as_u64()
 }
 
 /// Streams frames at `fps` to each of `topics` (staggered evenly) for `duration`, numbered from

@@ -26,6 +26,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::{Value, json};
 
+use opentwins_core::Pointer;
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::ThingEvent;
 use opentwins_examples::{CameraLink, FramePool, Latencies};
@@ -347,19 +348,14 @@ fn summary(args: &Args, names: &[String], boards: &Boards, edges: &[Instance], h
 
 /// The lane properties an event carries (the processor writes them with one merge at `/`).
 fn lane(event: &ThingEvent) -> Option<&Value> {
-    let v = event.value.as_ref()?;
-    let at_root = event.path.is_root();
-    let lane = if at_root {
-        v.pointer("/features/lane/properties")?
-    } else {
-        let rel = event.path.to_string();
-        let rel = rel.strip_prefix("/features/lane/properties")?;
-        if !rel.is_empty() {
-            return None;
-        }
-        v
-    };
+    let lane = at(event, "/features/lane/properties")?;
     lane.get("frameId").is_some().then_some(lane)
+}
+
+/// What `event` wrote at `path` (`path` at or below the event's path).
+fn at<'a>(event: &'a ThingEvent, path: &str) -> Option<&'a Value> {
+    let below = Pointer::parse(path).ok()?.strip_prefix(&event.path)?;
+    below.get(event.value.as_ref()?)
 }
 
 fn steering(event: &ThingEvent) -> Option<f64> {
@@ -372,15 +368,7 @@ fn steering(event: &ThingEvent) -> Option<f64> {
 
 /// Whether `event` writes at or below `path`.
 fn touches(event: &ThingEvent, path: &str) -> bool {
-    let at = event.path.to_string();
-    if at.starts_with(path) {
-        return true;
-    }
-    let Some(value) = &event.value else {
-        return false;
-    };
-    let rel = path.strip_prefix(at.trim_end_matches('/')).unwrap_or("");
-    !rel.is_empty() && value.pointer(rel).is_some()
+    Pointer::parse(path).is_ok_and(|p| event.path.starts_with(&p)) || at(event, path).is_some()
 }
 
 fn link(name: &str, peer: PeerConfig, direction: Direction) -> LinkConfig {
