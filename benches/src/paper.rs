@@ -27,8 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::{cpu_ticks, proc_status, status_kb};
 use opentwins_core::Pointer;
-use opentwins_examples::{FramePool, Latencies};
+use opentwins_examples::{FramePool, Latencies, frame_value};
 use opentwins_runtime::process::{Process, sibling_binary};
 use opentwins_runtime::{InstanceConfig, Role};
 
@@ -230,16 +231,6 @@ pub enum Scenario {
     Distributed,
 }
 
-impl Scenario {
-    /// `centralized` / `distributed`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Centralized => "centralized",
-            Scenario::Distributed => "distributed",
-        }
-    }
-}
-
 /// How to start a deployment.
 pub struct Options {
     /// Where the model runs.
@@ -297,7 +288,7 @@ pub struct Deployment {
 }
 
 /// The id of camera `i` of vehicle `v`.
-pub fn camera_thing(v: usize, i: usize) -> String {
+fn camera_thing(v: usize, i: usize) -> String {
     format!("bench:car-{v}-cam-{i}")
 }
 
@@ -551,7 +542,7 @@ impl Camera {
     /// Publishes frame `id` (base64 JPEG) on `topic` (QoS 1) and returns the token that
     /// completes with the broker's PUBACK.
     pub fn send(&self, topic: &str, frame: &str, id: u64) -> paho::DeliveryToken {
-        let body = json!({"frame": {"data": frame, "id": id, "contentType": "image/jpeg"}});
+        let body = json!({ "frame": frame_value(frame, id) });
         self.client.publish(
             paho::MessageBuilder::new()
                 .topic(topic)
@@ -763,29 +754,13 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// User + system CPU ticks of `pid` so far.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), from field 3 (state) on.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// Resident and peak resident memory of `pid`, bytes.
 fn memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = |key: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some((kb("VmRSS:")? * 1024, kb("VmHWM:")? * 1024))
+    let status = proc_status(pid)?;
+    Some((
+        status_kb(&status, "VmRSS:")? * 1024,
+        status_kb(&status, "VmHWM:")? * 1024,
+    ))
 }
 
 /// A one-line progress bar on stderr.

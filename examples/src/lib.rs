@@ -40,6 +40,12 @@ impl FramePool {
     }
 }
 
+/// A numbered frame as the camera writes it at `/features/camera/properties/frame`: the lane
+/// processor decodes `data` and echoes `id` as the decision's `frameId`.
+pub fn frame_value(frame: &str, id: u64) -> serde_json::Value {
+    json!({"data": frame, "id": id, "contentType": "image/jpeg"})
+}
+
 /// How a camera reaches its twin.
 pub enum CameraLink {
     /// `PUT {base}/api/2/things/{thing}/features/camera/properties/frame`.
@@ -90,7 +96,7 @@ impl CameraLink {
 
     /// Sends frame `id` (base64 JPEG).
     pub async fn send(&self, frame: &str, id: u64) -> anyhow::Result<()> {
-        let value = json!({"data": frame, "id": id, "contentType": "image/jpeg"});
+        let value = frame_value(frame, id);
         match self {
             CameraLink::Http { client, url } => {
                 let response = client

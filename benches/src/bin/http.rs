@@ -32,6 +32,7 @@ use base64::Engine as _;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use opentwins_benches::process_cpu;
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::store::{SledConfig, SledStore, Store};
 use opentwins_transport::http::{
@@ -68,21 +69,6 @@ struct Run {
     max_ms: f64,
     /// Process CPU time (user + system, all threads) per successful op, in µs.
     cpu_us_per_op: f64,
-}
-
-/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; zero
-/// elsewhere). Clock ticks are 10 ms (`CLK_TCK` 100, as on every Linux platform we run on).
-fn process_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 /// A ~300-byte property value.

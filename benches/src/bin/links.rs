@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use clap::Parser;
-use opentwins_benches::per_second;
+use opentwins_benches::{per_second, process_cpu};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, Message, PolicyCommand, ThingCommand, ThingEvent};
 use opentwins_core::replica::Update;
@@ -271,19 +271,6 @@ async fn paced(
     }
     let cpu = (process_cpu() - cpu0).as_secs_f64() * 1e6 / samples.max(1) as f64;
     (out, cpu)
-}
-
-/// CPU time of this process so far (all threads; `/proc/self/stat`, 10 ms ticks).
-fn process_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 /// CPU time of the calling thread so far (`/proc/thread-self/schedstat`, nanoseconds).
