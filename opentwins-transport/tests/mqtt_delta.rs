@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 mod common;
 mod mqtt_helpers;
 use common::{broker, prefix};
-use mqtt_helpers::wait_metrics;
+use mqtt_helpers::{Client, json_of, wait_metrics};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SUBJECT: &str = "test:mqtt";
@@ -36,58 +36,10 @@ async fn apply(tw: &Twins, action: Action, path: &str, value: Value) {
 }
 
 /// A device: a fresh MQTT 5 client subscribed to one topic.
-struct Device {
-    cli: paho::AsyncClient,
-    rx: paho::AsyncReceiver<Option<paho::Message>>,
-}
-
-impl Device {
-    async fn subscribe(broker: &str, id: &str, topic: &str) -> Device {
-        let mut cli = paho::CreateOptionsBuilder::new()
-            .server_uri(broker)
-            .client_id(id)
-            .mqtt_version(paho::MQTT_VERSION_5)
-            .create_client()
-            .unwrap();
-        let rx = cli.get_stream(None);
-        cli.connect(
-            paho::ConnectOptionsBuilder::new_v5()
-                .clean_start(true)
-                .finalize(),
-        )
-        .await
-        .unwrap();
-        cli.subscribe(topic, 1).await.unwrap();
-        Device { cli, rx }
-    }
-
-    async fn next(&self, secs: u64) -> paho::Message {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
-                .await
-                .expect("no message in time")
-                .expect("stream closed");
-            if let Some(m) = m {
-                return m;
-            }
-        }
-    }
-
-    async fn nothing_for(&self, ms: u64) {
-        if let Ok(Ok(Some(m))) =
-            tokio::time::timeout(Duration::from_millis(ms), self.rx.recv()).await
-        {
-            panic!("unexpected message on {}: {:?}", m.topic(), m.payload_str());
-        }
-    }
-
-    async fn leave(self) {
-        self.cli.disconnect(None).await.unwrap();
-    }
-}
-
-fn json_of(m: &paho::Message) -> Value {
-    serde_json::from_slice(m.payload()).unwrap()
+async fn subscribed(broker: &str, id: &str, topic: &str) -> Client {
+    let device = Client::connect(broker, id, true).await;
+    device.subscribe(topic).await;
+    device
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +84,7 @@ async fn a_late_device_gets_the_retained_delta_until_it_reports() {
         wait_metrics(&bridge, |m| m.messages_out >= 2).await;
 
         // The device connects later and gets the pending delta at once, retained.
-        let device = Device::subscribe(&broker, &format!("{p}-device"), &topic).await;
+        let device = subscribed(&broker, &format!("{p}-device"), &topic).await;
         let m = device.next(10).await;
         assert!(m.retained(), "a retained message");
         assert_eq!(m.topic(), topic);
@@ -183,7 +135,7 @@ async fn a_late_device_gets_the_retained_delta_until_it_reports() {
         device.leave().await;
 
         // A device that connects now gets nothing: the broker holds no delta for the thing.
-        let late = Device::subscribe(&broker, &format!("{p}-late"), &topic).await;
+        let late = subscribed(&broker, &format!("{p}-late"), &topic).await;
         late.nothing_for(500).await;
 
         // New desired state reaches the connected device; deleting the thing clears it again.

@@ -97,6 +97,20 @@ impl Client {
     pub async fn publish(&self, msg: paho::Message) {
         self.cli.publish(msg).await.unwrap();
     }
+
+    /// Fails if a message arrives within `ms`.
+    pub async fn nothing_for(&self, ms: u64) {
+        if let Ok(Ok(Some(m))) =
+            tokio::time::timeout(Duration::from_millis(ms), self.rx.recv()).await
+        {
+            panic!("unexpected message on {}: {:?}", m.topic(), m.payload_str());
+        }
+    }
+
+    /// Disconnects.
+    pub async fn leave(self) {
+        self.cli.disconnect(None).await.unwrap();
+    }
 }
 
 pub fn json_of(m: &paho::Message) -> Value {
