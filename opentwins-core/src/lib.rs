@@ -7,6 +7,7 @@ pub mod delta;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod limits;
 pub mod model;
 pub mod patch;
 pub mod policy;
@@ -18,4 +19,5 @@ pub mod store;
 
 pub use engine::{EngineConfig, Outcome, Twins};
 pub use error::{Error, ErrorKind, Level, Result};
+pub use limits::Limits;
 pub use model::{FieldSelector, Pointer, PolicyId, Thing, ThingId, Timestamp};
