@@ -390,6 +390,15 @@ fn kind_from_code(code: &str) -> Option<ErrorKind> {
     ErrorKind::all().find(|k| k.code() == code)
 }
 
+/// `s`, shortened for an error message (input echoed back must not make errors large).
+pub(crate) fn excerpt(s: &str) -> String {
+    const MAX: usize = 120;
+    match s.char_indices().nth(MAX) {
+        None => s.to_owned(),
+        Some((end, _)) => format!("{}…", &s[..end]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! Process-wide limits on what network input may cost: how deep a path, a thing, a field
 //! selector or an RQL filter may be, and how large. Every parser that takes input from the
 //! network checks them before it recurses or allocates in proportion to the input, so a
-//! request can never overflow a stack or spin a worker (docs/security.md).
+//! request can never overflow a stack or spin a worker (docs/security.md). RQL has its own
+//! bounds (`query::MAX_DEPTH`, `query::MAX_INPUT_LEN`).
 //!
 //! The limits are one value per process: [`Limits::install`] sets them once at start-up (the
 //! binaries take them from the `[limits]` section of their configuration); until then, and in
@@ -20,6 +21,7 @@ pub const CEILING_JSON_DEPTH: usize = 100;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Keys in one JSON pointer (`/a/b/c` has 3). Longer pointers are refused by the parser.
+    /// At least `max_json_depth`, so every path inside an accepted thing parses.
     pub max_pointer_segments: usize,
     /// Nesting of a thing: the keys of a path plus the depth of the value written there
     /// (a scalar has depth 0, `{"a":1}` depth 1). At most [`CEILING_JSON_DEPTH`].
@@ -28,10 +30,6 @@ pub struct Limits {
     pub max_selector_depth: usize,
     /// Paths one `fields` selector may expand to.
     pub max_selector_paths: usize,
-    /// Nodes (operators and their arguments) of one RQL filter, sort or option list.
-    pub max_rql_nodes: usize,
-    /// Nesting of RQL operators (`and(or(eq(a,1)))` has 3).
-    pub max_rql_depth: usize,
 }
 
 impl Default for Limits {
@@ -41,8 +39,6 @@ impl Default for Limits {
             max_json_depth: 32,
             max_selector_depth: 16,
             max_selector_paths: 256,
-            max_rql_nodes: 1000,
-            max_rql_depth: 32,
         }
     }
 }
@@ -65,8 +61,6 @@ impl Limits {
             ("max_json_depth", self.max_json_depth),
             ("max_selector_depth", self.max_selector_depth),
             ("max_selector_paths", self.max_selector_paths),
-            ("max_rql_nodes", self.max_rql_nodes),
-            ("max_rql_depth", self.max_rql_depth),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{name} must be at least 1"));
@@ -76,8 +70,11 @@ impl Limits {
                 "limits.max_json_depth must be at most {CEILING_JSON_DEPTH} (things must parse again from the store)"
             ));
         }
-        if self.max_pointer_segments > self.max_json_depth {
-            return Err("limits.max_pointer_segments must not exceed limits.max_json_depth".into());
+        if self.max_pointer_segments < self.max_json_depth {
+            // Every path inside an accepted thing (a clock's path, say) must parse again.
+            return Err(
+                "limits.max_pointer_segments must be at least limits.max_json_depth".into(),
+            );
         }
         Ok(())
     }
@@ -108,15 +105,15 @@ mod tests {
         };
         assert!(too_deep.validate().is_err());
         let zero = Limits {
-            max_rql_nodes: 0,
+            max_selector_paths: 0,
             ..Limits::default()
         };
         assert!(zero.validate().is_err());
-        let long_pointers = Limits {
-            max_pointer_segments: 40,
+        let short_pointers = Limits {
+            max_pointer_segments: 20,
             ..Limits::default()
         };
-        assert!(long_pointers.validate().is_err());
+        assert!(short_pointers.validate().is_err());
         assert!(serde_json::from_str::<Limits>(r#"{"max_depth": 3}"#).is_err());
     }
 }

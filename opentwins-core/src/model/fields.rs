@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, excerpt};
+use crate::limits::Limits;
 
 /// A parsed `fields` selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,17 +14,28 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
-    /// Parses a selector; empty paths, unbalanced parentheses and empty segments are errors.
+    /// Parses a selector; empty paths, unbalanced parentheses and empty segments are errors,
+    /// and so is a selector beyond the [`Limits`] (parentheses nested deeper than
+    /// `max_selector_depth`, more than `max_selector_paths` paths, a path with more than
+    /// `max_pointer_segments` keys). The nesting is checked before anything recurses.
     pub fn parse(s: &str) -> Result<Self> {
         let invalid = |why: &str| {
             Error::new(
                 ErrorKind::FieldSelectorInvalid,
-                format!("The field selector '{s}' is not valid: {why}."),
+                format!("The field selector '{}' is not valid: {why}.", excerpt(s)),
             )
             .with_description("Use comma-separated paths such as 'thingId,attributes/location,features/*/properties'.")
         };
+        let limits = Limits::get();
+        let depth = nesting(s).map_err(invalid)?;
+        if depth > limits.max_selector_depth {
+            return Err(invalid(&format!(
+                "its parentheses nest {depth} deep, at most {} are accepted",
+                limits.max_selector_depth
+            )));
+        }
         let mut paths = Vec::new();
-        expand("", s, &mut paths).map_err(&invalid)?;
+        expand("", s, &mut paths, limits.max_selector_paths).map_err(invalid)?;
         let mut parsed = Vec::with_capacity(paths.len());
         for p in paths {
             let p = p.trim_matches('/');
@@ -33,6 +45,13 @@ impl FieldSelector {
             let segs: Vec<String> = p.split('/').map(str::to_owned).collect();
             if segs.iter().any(String::is_empty) {
                 return Err(invalid("a path contains an empty segment"));
+            }
+            if segs.len() > limits.max_pointer_segments {
+                return Err(invalid(&format!(
+                    "a path has {} keys, at most {} are accepted",
+                    segs.len(),
+                    limits.max_pointer_segments
+                )));
             }
             parsed.push(segs);
         }
@@ -87,14 +106,40 @@ fn copy_selected(src: &Value, path: &[String], dst: &mut Value) {
     }
 }
 
-/// Expands `a(b,c(d)),e` under `prefix` into full paths.
-fn expand(prefix: &str, s: &str, out: &mut Vec<String>) -> std::result::Result<(), &'static str> {
+/// The deepest nesting of parentheses in `s`, or why they do not balance.
+fn nesting(s: &str) -> std::result::Result<usize, &'static str> {
+    let (mut depth, mut deepest) = (0usize, 0);
+    for c in s.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.checked_sub(1).ok_or("it has an unbalanced ')'")?,
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("it has an unbalanced '('");
+    }
+    Ok(deepest)
+}
+
+/// Expands `a(b,c(d)),e` under `prefix` into full paths, at most `max` of them (recursion
+/// follows the nesting, which the caller has bounded).
+fn expand(
+    prefix: &str,
+    s: &str,
+    out: &mut Vec<String>,
+    max: usize,
+) -> std::result::Result<(), &'static str> {
     for item in split_top(s)? {
         let item = item.trim();
         if item.is_empty() {
             return Err("it contains an empty path");
         }
         match item.find('(') {
+            None if out.len() >= max => return Err("it selects too many paths"),
             None => out.push(join(prefix, item)),
             Some(open) => {
                 if !item.ends_with(')') {
@@ -108,6 +153,7 @@ fn expand(prefix: &str, s: &str, out: &mut Vec<String>) -> std::result::Result<(
                     &join(prefix, head.trim()),
                     &item[open + 1..item.len() - 1],
                     out,
+                    max,
                 )?;
             }
         }
@@ -207,6 +253,25 @@ mod tests {
         for bad in ["", ",", "a,,b", "a(b", "a)b", "(b)", "a(b)c", "a//b"] {
             let e = FieldSelector::parse(bad).unwrap_err();
             assert_eq!(e.code(), "json.fieldselector.invalid", "{bad}");
+        }
+    }
+
+    // Finding 1 of issue 14: 15,000 nested parentheses overflowed a worker's stack.
+    #[test]
+    fn nesting_and_size_are_bounded_before_recursing() {
+        let deep = |n: usize| format!("{}b{}", "a(".repeat(n), ")".repeat(n));
+        let limits = Limits::get();
+        let at_limit = FieldSelector::parse(&deep(limits.max_selector_depth)).unwrap();
+        assert_eq!(at_limit.paths()[0].len(), limits.max_selector_depth + 1);
+        for bad in [
+            deep(limits.max_selector_depth + 1),
+            deep(15_000),
+            vec!["a"; limits.max_selector_paths + 1].join(","),
+            vec!["a"; limits.max_pointer_segments + 1].join("/"),
+        ] {
+            let e = FieldSelector::parse(&bad).unwrap_err();
+            assert_eq!(e.code(), "json.fieldselector.invalid");
+            assert!(e.message().len() < 400, "the error echoes the input: {e}");
         }
     }
 }

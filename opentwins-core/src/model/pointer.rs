@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, excerpt};
+use crate::limits::Limits;
 
 /// A parsed path: a list of non-empty keys.
 #[derive(Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -22,18 +23,33 @@ impl Pointer {
     }
 
     /// Parses `/a/b/c` (the leading `/` is optional). `/` and `""` are the root.
-    /// Empty segments (`/a//b`, `/a/`) and control characters are rejected.
+    /// Empty segments (`/a//b`, `/a/`), control characters and more keys than
+    /// [`Limits::max_pointer_segments`] are rejected.
     pub fn parse(s: &str) -> Result<Self> {
         let body = s.strip_prefix('/').unwrap_or(s);
         if body.is_empty() {
             return Ok(Pointer::root());
         }
-        let mut segments = Vec::new();
+        let count = body.bytes().filter(|&b| b == b'/').count() + 1;
+        let max = Limits::get().max_pointer_segments;
+        if count > max {
+            return Err(Error::new(
+                ErrorKind::PointerInvalid,
+                format!(
+                    "The JSON pointer '{}' is not valid: it has {count} keys, at most {max} are accepted.",
+                    excerpt(s)
+                ),
+            ));
+        }
+        let mut segments = Vec::with_capacity(count);
         for seg in body.split('/') {
             if seg.is_empty() {
                 return Err(Error::new(
                     ErrorKind::PointerInvalid,
-                    format!("The JSON pointer '{s}' is not valid: it contains an empty segment."),
+                    format!(
+                        "The JSON pointer '{}' is not valid: it contains an empty segment.",
+                        excerpt(s)
+                    ),
                 )
                 .with_description("Paths must not contain '//' nor end with '/'."));
             }
@@ -42,7 +58,7 @@ impl Pointer {
                     ErrorKind::PointerInvalid,
                     format!(
                         "The JSON pointer '{}' contains a control character.",
-                        s.escape_debug()
+                        excerpt(s).escape_debug()
                     ),
                 ));
             }
@@ -58,6 +74,16 @@ impl Pointer {
         S: Into<String>,
     {
         let segments: Vec<String> = segments.into_iter().map(Into::into).collect();
+        let max = Limits::get().max_pointer_segments;
+        if segments.len() > max {
+            return Err(Error::new(
+                ErrorKind::PointerInvalid,
+                format!(
+                    "The JSON pointer has {} keys, at most {max} are accepted.",
+                    segments.len()
+                ),
+            ));
+        }
         for s in &segments {
             validate_key(s)?;
         }
@@ -269,6 +295,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    // Finding 2 of issue 14: 10,000 keys made a write cost minutes of CPU and gigabytes.
+    #[test]
+    fn the_number_of_keys_is_bounded() {
+        let max = Limits::get().max_pointer_segments;
+        let path = |n: usize| "/a".repeat(n);
+        assert_eq!(Pointer::parse(&path(max)).unwrap().len(), max);
+        let e = Pointer::parse(&path(10_000)).unwrap_err();
+        assert_eq!(e.code(), "json.pointer.invalid");
+        assert!(e.message().len() < 300, "{e}");
+        assert!(Pointer::parse(&path(max + 1)).is_err());
+        assert!(Pointer::from_segments(vec!["a"; max + 1]).is_err());
     }
 
     #[test]

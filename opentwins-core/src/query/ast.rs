@@ -138,7 +138,7 @@ impl Path {
                 ErrorKind::RqlInvalid,
                 format!(
                     "The property path '{}' is invalid at position {at}: {why}.",
-                    parse::excerpt(s)
+                    crate::error::excerpt(s)
                 ),
             )
         })

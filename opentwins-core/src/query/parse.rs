@@ -17,7 +17,7 @@ use serde_json::Number;
 
 use super::ast::{CmpOp, Literal, Node, Path};
 use super::{MAX_DEPTH, MAX_INPUT_LEN};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, excerpt};
 
 /// The whitespace RQL skips between tokens.
 pub(super) fn is_ws(c: char) -> bool {
@@ -27,18 +27,6 @@ pub(super) fn is_ws(c: char) -> bool {
 /// The character position (from 0) of byte offset `byte` in `s`.
 pub(super) fn char_pos(s: &str, byte: usize) -> usize {
     s.get(..byte).map_or(0, |p| p.chars().count())
-}
-
-/// `s`, shortened for an error message.
-pub(super) fn excerpt(s: &str) -> String {
-    const MAX: usize = 120;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let mut e: String = s.chars().take(MAX).collect();
-        e.push('…');
-        e
-    }
 }
 
 /// A cursor over the input shared by the filter and option parsers.
