@@ -538,11 +538,67 @@ async fn a_deleted_thing_is_not_found_though_its_history_remains() {
     let kept = history
         .paths(&ThingId::new(THING).unwrap(), &Pointer::root())
         .unwrap();
-    assert_eq!(kept.len(), 2);
+    // The two properties, and `/`, which marks the deletion.
+    assert_eq!(kept.len(), 3, "{kept:?}");
     assert!(
         kept.iter().all(|p| p.removed),
         "tombstoned on delete: {kept:?}"
     );
+}
+
+// Issue 14, finding 12: after alice deleted her thing, bob re-created the id and read her
+// history. A history belongs to one incarnation of a thing.
+#[tokio::test]
+async fn a_re_created_thing_does_not_show_its_predecessors_history() {
+    let history = Arc::new(MemoryHistory::new());
+    let app = app_with(history.clone());
+    car(&app).await;
+    let thing = format!("/api/2/things/{THING}");
+    let r = call(&app, "DELETE", &thing, Some(&alice()), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    // Alice's default policy outlives her thing, so bob names a policy of his own.
+    let policy = json!({"entries": {"bob": {
+        "subjects": {"token:bob": {"type": "token"}},
+        "resources": {"thing:/": {"grant": ["READ", "WRITE"], "revoke": []},
+                      "policy:/": {"grant": ["READ", "WRITE"], "revoke": []}}}}});
+    let r = call(
+        &app,
+        "PUT",
+        "/api/2/policies/t.hist:bobs",
+        Some(&bob()),
+        Some(policy),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let body = json!({"policyId": "t.hist:bobs",
+                      "features": {"drive": {"properties": {"speed": 99}}}});
+    let r = call(&app, "PUT", &thing, Some(&bob()), Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let list = get(&app, &format!("/api/2/history/things/{THING}"), &bob())
+        .await
+        .ok();
+    assert_eq!(
+        list["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (&p["path"], &p["count"]))
+            .collect::<Vec<_>>(),
+        [(&json!("/features/drive/properties/speed"), &json!(1))],
+        "{list}"
+    );
+    for (path, values) in [("speed", vec![json!(99)]), ("gear", vec![])] {
+        let uri = series_uri(&format!("/features/drive/properties/{path}"), "");
+        let series = get(&app, &uri, &bob()).await.ok();
+        let got: Vec<Value> = series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].clone())
+            .collect();
+        assert_eq!(got, values, "{series}");
+    }
 }
 
 #[tokio::test]

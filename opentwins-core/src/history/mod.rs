@@ -185,4 +185,55 @@ pub trait History: Send + Sync + 'static {
     fn query(&self, thing: &ThingId, path: &Pointer, query: &HistoryQuery) -> Result<QueryResult> {
         query::run(self, thing, path, query)
     }
+
+    /// When the thing was last deleted: the time of the newest point at `/`, where
+    /// [`HistorySink`] records one when a thing is deleted. `None` if it never was.
+    fn deleted_at(&self, thing: &ThingId) -> Result<Option<Timestamp>> {
+        let mut last = None;
+        self.scan(
+            thing,
+            &Pointer::root(),
+            Span::all(),
+            Order::Desc,
+            &mut |p| {
+                last = Some(p.time);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(last)
+    }
+
+    /// The history of a thing's current incarnation: like [`History::paths`] (without `/`,
+    /// which only marks deletions), counting only the points after the thing's last deletion;
+    /// paths without any are left out. A re-created id never shows what its predecessor held.
+    fn current_paths(&self, thing: &ThingId, under: &Pointer) -> Result<Vec<PathSummary>> {
+        let after = self.deleted_at(thing)?;
+        let mut out = Vec::new();
+        for mut summary in self.paths(thing, under)? {
+            if summary.path.is_root() {
+                continue;
+            }
+            if let Some(after) = after {
+                if summary.last <= after {
+                    continue;
+                }
+                if summary.first <= after {
+                    let q = HistoryQuery {
+                        after: Some(after),
+                        ..HistoryQuery::default()
+                    };
+                    let (mut count, mut first) = (0, None);
+                    self.scan(thing, &summary.path, q.span(), Order::Asc, &mut |p| {
+                        count += 1;
+                        first.get_or_insert(p.time);
+                        ControlFlow::Continue(())
+                    })?;
+                    summary.count = count;
+                    summary.first = first.unwrap_or(summary.last);
+                }
+            }
+            out.push(summary);
+        }
+        Ok(out)
+    }
 }

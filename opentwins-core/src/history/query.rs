@@ -152,6 +152,10 @@ pub struct HistoryQuery {
     pub order: Order,
     /// Continue after a previous answer (its `next`).
     pub cursor: Option<Cursor>,
+    /// Only points after this time: the server sets it to the thing's last deletion
+    /// ([`super::History::deleted_at`]), so a re-created thing answers its own points only.
+    /// Never a query parameter.
+    pub after: Option<Timestamp>,
 }
 
 impl Default for HistoryQuery {
@@ -163,6 +167,7 @@ impl Default for HistoryQuery {
             step: None,
             order: Order::Asc,
             cursor: None,
+            after: None,
         }
     }
 }
@@ -205,6 +210,10 @@ impl HistoryQuery {
                 // Up to the epoch, exclusive: nothing.
                 None => return Span::empty(),
             }
+        }
+        if let Some(after) = self.after {
+            let next = Timestamp::from_micros(after.as_micros().saturating_add(1));
+            span.from = span.from.max(Cursor::at_start_of(next));
         }
         if let Some(c) = self.cursor {
             match self.order {

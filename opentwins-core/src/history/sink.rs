@@ -11,8 +11,9 @@
 //!   object), and every recorded path where a merge put an object, gets a tombstone
 //!   (`value: None`), unless its newest point already is one.
 //!
-//! A deleted thing (`deleted` at `/`) tombstones every recorded path; its history stays until
-//! retention removes it. Events without a thing that are not deletions (changes a peer sent
+//! A deleted thing (`deleted` at `/`) tombstones every recorded path and gets a tombstone at
+//! `/` itself, which ends the incarnation: its history stays until retention removes it, but a
+//! thing created again under the id is answered only what came after ([`History::deleted_at`]). Events without a thing that are not deletions (changes a peer sent
 //! for a thing this instance does not hold) are skipped.
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ impl HistorySink {
         let Some(thing) = thing else {
             if event.action == EventAction::Deleted && event.path.is_root() {
                 out.tombstones(&event.path, None, &self.recorded(event, &event.path));
+                // Marks the end of this incarnation ([`History::deleted_at`]).
+                out.push(Pointer::root(), None);
             }
             return out.points;
         };
@@ -407,12 +410,13 @@ mod tests {
         .await;
         s.apply(Action::Delete, "/", None).await;
         assert_eq!(s.series(&p("/x")), vec![(1, Some(json!(1))), (2, None)]);
-        // Recreated: revisions start again, time keeps the order.
+        // Recreated (under the policy the first one left): revisions start again, time keeps
+        // the order.
         tokio::time::sleep(Duration::from_millis(2)).await;
         s.apply(
             Action::Create,
             "/",
-            Some(json!({"features": {"f": {"properties": {"x": 5}}}})),
+            Some(json!({"policyId": ID, "features": {"f": {"properties": {"x": 5}}}})),
         )
         .await;
         assert_eq!(
@@ -484,7 +488,17 @@ mod tests {
         event.action = EventAction::Deleted;
         event.revision = 2;
         let points = sink.points(&event, None);
-        assert_eq!(points.len(), 1);
-        assert_eq!((&points[0].0, &points[0].1.value), (&x, &None));
+        let paths: Vec<(&Pointer, &Option<Value>)> =
+            points.iter().map(|(p, point)| (p, &point.value)).collect();
+        // The recorded path's tombstone, and the one at `/` that ends the incarnation.
+        assert_eq!(paths, [(&x, &None), (&Pointer::root(), &None)]);
+        history.record(&id, &points).unwrap();
+        assert_eq!(history.deleted_at(&id).unwrap(), Some(event.timestamp));
+        assert!(
+            history
+                .current_paths(&id, &Pointer::root())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -7,7 +7,9 @@
 //!   one path's raw points or, with `step`, its buckets.
 //!
 //! Access follows the thing's *current* policy: the caller must be able to READ the whole path
-//! (listing: each path it is shown). A thing that does not exist (any more) is 404
+//! (listing: each path it is shown). Only the current incarnation's points are answered: a
+//! thing deleted and created again starts a new history (the old points stay until retention
+//! removes them, and are never shown under the new thing). A thing that does not exist (any more) is 404
 //! `things:thing.notfound`, like a path the caller may not read (404 at the path's level).
 //! Bad parameters are 400 `history:query.invalid`; without a history, every route is 404
 //! `history:history.notenabled`. docs/history.md has the details.
@@ -55,7 +57,7 @@ pub(super) async fn thing(
         let policy = readable_thing(&st, &auth, &id)?;
         let listed = {
             let id = id.clone();
-            blocking(move || history.paths(&id, &Pointer::root())).await?
+            blocking(move || history.current_paths(&id, &Pointer::root())).await?
         };
         let paths: Vec<Value> = listed
             .iter()
@@ -100,8 +102,13 @@ pub(super) async fn series(
             return Err(Error::not_found(level, id.as_str(), &pointer.to_string()).into());
         }
         let answer = {
-            let (id, pointer, q) = (id.clone(), pointer.clone(), q.clone());
-            blocking(move || history.query(&id, &pointer, &q)).await?
+            let (id, pointer, mut q) = (id.clone(), pointer.clone(), q.clone());
+            blocking(move || {
+                // Points from before the thing was last deleted belong to its predecessor.
+                q.after = history.deleted_at(&id)?;
+                history.query(&id, &pointer, &q)
+            })
+            .await?
         };
         let time = |t: Option<Timestamp>| t.map_or(Value::Null, |t| Value::String(t.to_string()));
         let mut body = Map::new();
