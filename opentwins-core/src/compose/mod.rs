@@ -19,7 +19,7 @@
 
 mod error;
 mod plan;
-mod restricted;
+pub(crate) mod restricted;
 mod twins;
 mod types;
 
@@ -42,7 +42,6 @@ use crate::error::{ErrorKind, Level};
 use crate::model::{FieldSelector, Pointer, PolicyId, ThingId};
 use crate::policy::AuthContext;
 use crate::protocol::{Action, Headers, TWIN_PERSISTED, ThingCommand};
-use restricted::Guard;
 
 /// Limits of the composition operations. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +166,7 @@ pub struct Deleted {
 /// The composition operations over one engine. Cheap to clone; clones share one lock.
 ///
 /// Every change to the reserved attributes of an *existing* thing (link, unlink, child types,
-/// replacing a type, the guarded replacements of [`Composer::apply_guarded`], deletions) runs
+/// replacing a type, deletions) runs
 /// under one async lock, so within this instance no two of them interleave: checks such as
 /// "no cycle" hold when the write lands. Creating new trees does not take it.
 #[derive(Clone)]
@@ -195,37 +194,6 @@ impl Composer {
     /// The limits.
     pub fn config(&self) -> &ComposeConfig {
         &self.config
-    }
-
-    /// Applies a command of the plain things API for `auth`, keeping the reserved attributes
-    /// to the composition operations: a command that writes one is refused
-    /// ([`ComposeError::Restricted`]); replacing the whole thing or `/attributes` carries the
-    /// reserved attributes the thing has over; removing all attributes of a thing that has
-    /// reserved ones is refused. Everything else goes to the engine unchanged.
-    pub async fn apply_guarded(
-        &self,
-        auth: &AuthContext,
-        mut cmd: ThingCommand,
-    ) -> Result<Outcome, ComposeError> {
-        match restricted::classify(&cmd)? {
-            Guard::Pass => Ok(self.twins.apply(auth, cmd).await?),
-            Guard::CarryOver => {
-                let _structure = self.structure.lock().await;
-                if let Some(thing) = self.twins.get_thing(&cmd.thing_id) {
-                    restricted::carry_over(&mut cmd, markers_of(&thing));
-                }
-                Ok(self.twins.apply(auth, cmd).await?)
-            }
-            Guard::RefuseIfMarked => {
-                let _structure = self.structure.lock().await;
-                if let Some(thing) = self.twins.get_thing(&cmd.thing_id)
-                    && let Some(key) = markers_of(&thing).keys().next()
-                {
-                    return Err(ComposeError::Restricted(key.clone()));
-                }
-                Ok(self.twins.apply(auth, cmd).await?)
-            }
-        }
     }
 
     // ---- helpers shared by the operations ----
@@ -284,7 +252,7 @@ impl Composer {
             requested_acks: Some(vec![TWIN_PERSISTED.to_owned()]),
             ..Headers::default()
         };
-        Ok(self.twins.apply(auth, cmd).await?)
+        Ok(self.twins.apply_composing(auth, cmd).await?)
     }
 
     /// Every thing `auth` may read that matches `filter`, reduced to `fields`, all pages.

@@ -65,7 +65,7 @@ pub(super) fn markers(body: &Value) -> Map<String, Value> {
 
 /// What the guard does with a command of the plain things API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Guard {
+pub(crate) enum Guard {
     /// Nothing reserved is touched.
     Pass,
     /// A replacement of the whole thing (`/`) or of `/attributes`: the reserved attributes the
@@ -77,7 +77,7 @@ pub(super) enum Guard {
 }
 
 /// Classifies a command of the plain things API: refuses one that writes a reserved attribute.
-pub(super) fn classify(cmd: &ThingCommand) -> Result<Guard, ComposeError> {
+pub(crate) fn classify(cmd: &ThingCommand) -> Result<Guard, ComposeError> {
     if cmd.action == Action::Retrieve {
         return Ok(Guard::Pass);
     }
@@ -120,7 +120,7 @@ pub(super) fn classify(cmd: &ThingCommand) -> Result<Guard, ComposeError> {
 /// Puts `markers` into the value of a [`Guard::CarryOver`] command (at `attributes` for the
 /// root, at the top for `/attributes`). A value of the wrong shape is left for the engine to
 /// refuse.
-pub(super) fn carry_over(cmd: &mut ThingCommand, markers: Map<String, Value>) {
+pub(crate) fn carry_over(cmd: &mut ThingCommand, markers: Map<String, Value>) {
     if markers.is_empty() {
         return;
     }

@@ -29,6 +29,10 @@ pub struct EngineConfig {
     /// events) but are never kept in the thing, so they are neither persisted, nor forwarded
     /// over links, nor recorded in history. See docs/semantics.md.
     pub transient: Vec<String>,
+    /// How far ahead of this instance's wall clock a peer's clock stamp may be, in
+    /// milliseconds. An update carrying a later stamp is refused as a whole: taken in, it would
+    /// move this instance's clock there and make every later local write lose or tie.
+    pub max_clock_skew_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
             max_hot_things: 0,
             max_pending_writes: 8192,
             transient: Vec::new(),
+            max_clock_skew_ms: 60_000,
         }
     }
 }

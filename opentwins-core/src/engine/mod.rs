@@ -146,6 +146,34 @@ struct Inner {
     store_failed: AtomicBool,
     /// Paths whose values reach subscribers only (`EngineConfig::transient`).
     transient: transient::Transient,
+    /// Records that did not load at start (see [`Twins::quarantined`]).
+    quarantined: Vec<Quarantined>,
+    /// Set by [`Twins::enable_composition`]: reserved attributes are the composer's.
+    composition: AtomicBool,
+}
+
+/// A stored record that did not load when the engine opened: the engine starts without it
+/// (a policy) or answers 503 for it (a thing), and leaves the record in the store untouched so
+/// an operator can repair or remove it. One bad record never keeps an instance from starting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// What the record holds.
+    pub kind: Kind,
+    /// Its id as stored.
+    pub id: String,
+    /// Why it did not load.
+    pub reason: String,
+}
+
+impl Quarantined {
+    fn new(kind: Kind, id: String, error: &Error) -> Self {
+        tracing::error!(?kind, %id, %error, "a stored record does not load; quarantined");
+        Quarantined {
+            kind,
+            id,
+            reason: error.to_string(),
+        }
+    }
 }
 
 impl Twins {
@@ -162,9 +190,18 @@ impl Twins {
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
         let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
+        let mut quarantined = Vec::new();
         for record in store.scan(Kind::Policy)? {
-            let value = serde_json::from_slice(&record.json).map_err(Error::json_invalid)?;
-            let mut policy = Policy::from_full_json(value)?;
+            let parsed = serde_json::from_slice(&record.json)
+                .map_err(Error::json_invalid)
+                .and_then(Policy::from_full_json);
+            let mut policy = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    quarantined.push(Quarantined::new(Kind::Policy, record.id, &e));
+                    continue;
+                }
+            };
             let key = policy.entries_json().to_string();
             if let Some(first) = shared.get(&key) {
                 policy.share_entries_with(first);
@@ -176,17 +213,34 @@ impl Twins {
         let things = ThingMap::new();
         let hot = HotSet::new(config.max_hot_things);
         for (n, record) in store.scan(Kind::Thing)?.into_iter().enumerate() {
-            let id = ThingId::new(&record.id)?;
+            let id = match ThingId::new(&record.id) {
+                Ok(id) => id,
+                Err(e) => {
+                    quarantined.push(Quarantined::new(Kind::Thing, record.id, &e));
+                    continue;
+                }
+            };
             let slot = things.get_or_insert(&id);
             if hot.limited() && n >= config.max_hot_things {
                 // Beyond the hot set, keep the stored bytes; they are parsed when used.
                 *lock(&slot) = Entry::Cold(record.json);
                 continue;
             }
-            let value = serde_json::from_slice(&record.json).map_err(Error::json_invalid)?;
-            let thing = Thing::from_full_json(value)?;
-            *lock(&slot) = Entry::Hot(thing);
-            hot.became_hot(&slot);
+            let parsed = serde_json::from_slice(&record.json)
+                .map_err(Error::json_invalid)
+                .and_then(Thing::from_full_json);
+            match parsed {
+                Ok(thing) => {
+                    *lock(&slot) = Entry::Hot(thing);
+                    hot.became_hot(&slot);
+                }
+                Err(e) => {
+                    // Kept as stored bytes: every command on it answers 503 with the reason,
+                    // the record stays in the store for an operator, the others load.
+                    *lock(&slot) = Entry::Cold(record.json);
+                    quarantined.push(Quarantined::new(Kind::Thing, record.id, &e));
+                }
+            }
         }
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let pending = Arc::new(tokio::sync::Semaphore::new(
@@ -208,6 +262,8 @@ impl Twins {
                 graves: Mutex::new(HashMap::new()),
                 store_failed: AtomicBool::new(false),
                 transient,
+                quarantined,
+                composition: AtomicBool::new(false),
             }),
         })
     }
@@ -216,6 +272,19 @@ impl Twins {
     pub fn in_memory(config: EngineConfig) -> Twins {
         Twins::open(config, Arc::new(crate::store::MemoryStore::new()))
             .expect("an empty memory store always loads")
+    }
+
+    /// Keeps the reserved attributes of composition ([`crate::compose::RESERVED`]) to the
+    /// composition operations from now on, for every command whatever its transport: a command
+    /// that writes one is refused, replacing the whole thing or `/attributes` carries them over,
+    /// and removing every attribute of a thing that has them is refused.
+    pub fn enable_composition(&self) {
+        self.inner.composition.store(true, Ordering::Relaxed);
+    }
+
+    /// The stored records that did not load at start (empty when all did).
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.inner.quarantined
     }
 
     /// The configuration.

@@ -72,7 +72,10 @@ impl Twins {
                 {
                     return Err(not_found(&cmd.policy_id));
                 }
-                let value = p.get_at(&cmd.path)?;
+                // Parts below a path where READ is revoked are left out, as for things.
+                let value = p
+                    .filter_readable(auth, ResourceType::Policy, &cmd.path, &p.get_at(&cmd.path)?)
+                    .ok_or_else(|| not_found(&cmd.policy_id))?;
                 return Ok(PolicyOutcome {
                     response: reply(200, Some(value), Some(p.etag())),
                 });

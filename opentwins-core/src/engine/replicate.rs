@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::access::Access;
 use super::hot::Entry;
-use super::thing_cmd::{thing_record, too_large};
+use super::thing_cmd::{NewPolicy, thing_record, too_large};
 use super::{Inner, Twins, lock};
 use crate::error::{Error, Level, Result};
 use crate::model::schema::{self, Mode, json_size};
@@ -143,9 +143,35 @@ impl Inner {
         owned: &(dyn Fn(&Pointer) -> bool + Sync),
     ) -> Result<(Applied, Option<Durable>)> {
         self.check_store()?;
-        if let Some(latest) = update.changes.latest() {
-            self.clock.observe(latest);
+        let latest = update.changes.latest();
+        if let Some(stamp) = latest
+            && self
+                .clock
+                .too_far_ahead(stamp, self.config.max_clock_skew_ms)
+        {
+            return Err(Error::field_invalid(format!(
+                "The update's clock stamp {stamp} is more than {} ms ahead of this instance's clock.",
+                self.config.max_clock_skew_ms
+            ))
+            .with_description("Synchronise the peers' clocks (NTP), or raise max_clock_skew_ms."));
         }
+        let result = self.apply_checked_update(auth, update, fallback_policy, owned);
+        // Only changes that were authorised and taken move this instance's clock.
+        if let (Ok((applied, _)), Some(stamp)) = (&result, latest)
+            && applied.changes > 0
+        {
+            self.clock.observe(stamp);
+        }
+        result
+    }
+
+    fn apply_checked_update(
+        &self,
+        auth: &AuthContext,
+        update: &Update,
+        fallback_policy: Option<&crate::model::PolicyId>,
+        owned: &(dyn Fn(&Pointer) -> bool + Sync),
+    ) -> Result<(Applied, Option<Durable>)> {
         let id = &update.thing_id;
         let slot = self.things.get_or_insert(id);
         let mut guard = lock(&slot);
@@ -171,17 +197,17 @@ impl Inner {
             }
             let now = Timestamp::now();
             let mut thing = Thing::new(id.clone(), view, now)?;
+            schema::check_depth(0, thing.body())?;
             let size = json_size(thing.body());
             if size > self.config.max_thing_bytes {
                 return Err(too_large("Thing", size, self.config.max_thing_bytes));
             }
-            let policy_id = [update.policy_id.as_ref(), fallback_policy]
-                .into_iter()
-                .flatten()
-                .find(|p| self.policy(p).is_some())
-                .cloned();
+            let choice = NewPolicy::Peer {
+                named: update.policy_id.as_ref(),
+                fallback: fallback_policy,
+            };
             let (new_policy, policy_op) =
-                self.policy_for_new_thing(auth, &mut thing, policy_id, now)?;
+                self.policy_for_new_thing(auth, &mut thing, choice, now)?;
             let policy = new_policy.policy.clone();
             replica.strip_values();
             *thing.clocks_mut() = replica;
@@ -255,6 +281,20 @@ impl Inner {
             return Ok((applied, None));
         }
         let new_view = replica.materialize();
+        // The marks ("this path is an object") are not checked above; what they and every
+        // other change do to the visible state is: each difference needs WRITE there.
+        if let Some(path) =
+            forbidden_change(&Pointer::root(), Some(&old_view), Some(&new_view), &|p| {
+                access.write_all(p)
+            })
+        {
+            let level = Level::of(&path).unwrap_or(Level::Thing);
+            return Err(if access.read_partial(&path) {
+                Error::not_modifiable(level, id.as_str(), &path.to_string())
+            } else {
+                Error::not_found(level, id.as_str(), &path.to_string())
+            });
+        }
         let old_revision = thing.revision();
         let now = Timestamp::now();
         if !new_view.is_object() {
@@ -296,6 +336,7 @@ impl Inner {
         }
         let body = Value::Object(body);
         schema::validate(id, Level::Thing, &body, Mode::Full)?;
+        schema::check_depth(0, &body)?;
         let size = json_size(&body);
         if size > self.config.max_thing_bytes {
             return Err(too_large("Thing", size, self.config.max_thing_bytes));
@@ -542,6 +583,34 @@ fn sync(old: &mut Value, new: Value) {
     }
 }
 
+/// The first path below `at` where the state changes from `old` to `new` and `may_write`
+/// refuses it. Where both are objects, and where an object appears, the walk descends (an
+/// object that appears around written values needs no permission of its own); any other
+/// difference (a value set, replaced or removed, an empty object created) needs `may_write`
+/// for the whole path. Recursion follows the values, whose depth the engine bounds.
+fn forbidden_change(
+    at: &Pointer,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    may_write: &dyn Fn(&Pointer) -> bool,
+) -> Option<Pointer> {
+    let empty = Map::new();
+    let (old_map, new_map) = match (old, new) {
+        (Some(Value::Object(o)), Some(Value::Object(n))) => (o, n),
+        (None, Some(Value::Object(n))) if !n.is_empty() => (&empty, n),
+        (o, n) if o == n => return None,
+        _ => return (!may_write(at)).then(|| at.clone()),
+    };
+    let added = new_map.keys().filter(|k| !old_map.contains_key(*k));
+    old_map.keys().chain(added).find_map(|key| {
+        let (o, n) = (old_map.get(key), new_map.get(key));
+        if o == n {
+            return None;
+        }
+        forbidden_change(&at.child(key), o, n, may_write)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -622,7 +691,7 @@ mod engine_tests {
             &Pointer::parse("/features/f/properties/x").unwrap(),
             &json!(99),
             &Stamp {
-                wall_ms: u64::MAX / 2,
+                wall_ms: Stamp::parse(&a[1..]).unwrap().wall_ms + 1_000,
                 counter: 0,
                 origin: Arc::from("e2"),
             },
@@ -641,7 +710,7 @@ mod engine_tests {
                 &Pointer::parse("/attributes/a").unwrap(),
                 &json!(5),
                 &Stamp {
-                    wall_ms: u64::MAX / 2 + 1,
+                    wall_ms: Stamp::parse(&a[1..]).unwrap().wall_ms + 2_000,
                     counter: 0,
                     origin: Arc::from("e2"),
                 },

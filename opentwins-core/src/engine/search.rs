@@ -32,16 +32,22 @@ impl Twins {
     ) -> Result<SearchResult> {
         let filter = filter.map(Filter::parse).transpose()?;
         let options = SearchOptions::parse(options.unwrap_or(""))?;
-        let matches = self.matching(auth, filter.as_ref());
-        let views: HashMap<&ThingId, &Value> = matches
-            .iter()
-            .filter_map(|(t, v)| Some((t.id(), v.as_ref()?)))
-            .collect();
+        let mut matches = Vec::new();
+        self.visit(auth, filter.as_ref(), |thing, view| {
+            matches.push(match view {
+                None => (thing.clone(), false),
+                Some(view) => (thing.with_body(view), true),
+            });
+        });
+        let restricted: HashMap<&ThingId, bool> =
+            matches.iter().map(|(t, r)| (t.id(), *r)).collect();
+        // Sorted on what the caller may read: neither the order nor a cursor (which holds the
+        // last item's sort values) tells anything about values hidden from it.
         let page = query::search(matches.iter().map(|(t, _)| t), None, &options)?;
         let items = page
             .items
             .iter()
-            .map(|t| render(t, views.get(t.id()).copied(), fields))
+            .map(|t| render(t, restricted[t.id()], fields))
             .collect();
         Ok(SearchResult {
             items,
@@ -52,7 +58,9 @@ impl Twins {
     /// Counts the things `auth` may read that match `filter`.
     pub fn count(&self, auth: &AuthContext, filter: Option<&str>) -> Result<usize> {
         let filter = filter.map(Filter::parse).transpose()?;
-        Ok(self.matching(auth, filter.as_ref()).len())
+        let mut count = 0;
+        self.visit(auth, filter.as_ref(), |_, _| count += 1);
+        Ok(count)
     }
 
     /// The things with these ids that `auth` may read, in the order asked; missing or
@@ -72,19 +80,23 @@ impl Twins {
                 let policy = self.inner.policy(thing.policy_id());
                 let access = Access::new(auth, policy.as_deref());
                 if access.read_all(&Pointer::root()) {
-                    Some(render(thing, None, fields))
+                    Some(render(thing, false, fields))
                 } else {
                     let view = access.filter(&Pointer::root(), thing.body())?;
-                    Some(render(thing, Some(&view), fields))
+                    Some(render(&thing.with_body(view), true, fields))
                 }
             })
             .collect()
     }
 
-    /// Things matching `filter` as `auth` sees them: each with its restricted view when the
-    /// caller may not read all of it.
-    fn matching(&self, auth: &AuthContext, filter: Option<&Filter>) -> Vec<(Thing, Option<Value>)> {
-        let mut out = Vec::new();
+    /// Calls `found` with every thing matching `filter` as `auth` sees it, with its readable
+    /// part when the caller may not read all of it.
+    fn visit(
+        &self,
+        auth: &AuthContext,
+        filter: Option<&Filter>,
+        mut found: impl FnMut(&Thing, Option<Value>),
+    ) {
         for slot in self.inner.things.all() {
             let guard = lock(&slot);
             let Ok(Some(thing)) = guard.peek() else {
@@ -95,22 +107,22 @@ impl Twins {
             let access = Access::new(auth, policy.as_deref());
             if access.read_all(&Pointer::root()) {
                 if filter.is_none_or(|f| f.matches(thing)) {
-                    out.push((thing.clone(), None));
+                    found(thing, None);
                 }
             } else if let Some(view) = access.filter(&Pointer::root(), thing.body())
                 && filter.is_none_or(|f| f.matches(&view))
             {
-                out.push((thing.clone(), Some(view)));
+                found(thing, Some(view));
             }
         }
-        out
     }
 }
 
-fn render(thing: &Thing, view: Option<&Value>, fields: Option<&FieldSelector>) -> Value {
-    match (view, fields) {
-        (None, f) => thing.to_json(f),
-        (Some(v), None) => v.clone(),
-        (Some(v), Some(f)) => f.apply(v),
+/// A thing as a result item: a restricted copy is its readable body only (no metadata).
+fn render(thing: &Thing, restricted: bool, fields: Option<&FieldSelector>) -> Value {
+    match (restricted, fields) {
+        (false, f) => thing.to_json(f),
+        (true, None) => thing.body().clone(),
+        (true, Some(f)) => f.apply(thing.body()),
     }
 }

@@ -1,6 +1,7 @@
 //! Applying twin commands: create, retrieve, modify, merge, delete at every level of a thing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 
@@ -9,6 +10,8 @@ use super::hot::Entry;
 use super::precondition::{Preconditions, condition_failed};
 use super::transient::Split;
 use super::{Inner, Outcome, Twins, lock};
+use crate::compose::ComposeError;
+use crate::compose::restricted::{self, Guard};
 use crate::error::{Error, ErrorKind, Level, Result};
 use crate::model::schema::{self, Mode, json_size};
 use crate::model::{Pointer, PolicyId, Thing, ThingId, Timestamp};
@@ -23,6 +26,24 @@ impl Twins {
     ///
     /// With `requested-acks: twin-persisted` a write is answered only once durable.
     pub async fn apply(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome> {
+        self.apply_as(auth, cmd, false).await
+    }
+
+    /// [`Twins::apply`] for the composition operations, which alone write reserved attributes.
+    pub(crate) async fn apply_composing(
+        &self,
+        auth: &AuthContext,
+        cmd: ThingCommand,
+    ) -> Result<Outcome> {
+        self.apply_as(auth, cmd, true).await
+    }
+
+    async fn apply_as(
+        &self,
+        auth: &AuthContext,
+        cmd: ThingCommand,
+        composing: bool,
+    ) -> Result<Outcome> {
         let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
         let permit = if cmd.action.is_write() {
             Some(
@@ -38,7 +59,7 @@ impl Twins {
         };
         let vacates = cmd.action.is_write() && cmd.path.is_root();
         let id = vacates.then(|| cmd.thing_id.clone());
-        let result = self.inner.apply_sync(auth, cmd);
+        let result = self.inner.apply_sync(auth, cmd, composing);
         if let Some(id) = id {
             // A failed create or a delete may leave an empty slot behind.
             let deleted = result
@@ -70,9 +91,15 @@ impl Inner {
         &self,
         auth: &AuthContext,
         mut cmd: ThingCommand,
+        composing: bool,
     ) -> Result<(Outcome, Option<Durable>)> {
         let level = Level::of(&cmd.path)?;
         let pre = Preconditions::parse(&cmd.headers)?;
+        let reserved = if composing || !self.composition.load(Ordering::Relaxed) {
+            Guard::Pass
+        } else {
+            restricted::classify(&cmd)?
+        };
         if cmd.action.is_write() {
             self.check_store()?;
         }
@@ -104,6 +131,7 @@ impl Inner {
                     Mode::Full
                 };
                 schema::validate(&cmd.thing_id, level, v, mode)?;
+                schema::check_depth(cmd.path.len(), v)?;
             }
             _ => {}
         }
@@ -188,16 +216,16 @@ impl Inner {
         // Writes: permission first, so a caller learns nothing it may not read.
         // Unrestricted WRITE at the command's path covers everything a patch can touch; only
         // otherwise are the patch's leaves checked one by one.
-        let allowed = access.write_all(&cmd.path)
+        // A write below a value that is not an object replaces that value: it needs WRITE
+        // there (`replaced`).
+        let permits = |(path, whole): (Pointer, bool)| match replaced(thing.body(), path, whole) {
+            (p, true) => access.write_all(&p),
+            (p, false) => access.write_at(&p),
+        };
+        let allowed = permits((cmd.path.clone(), true))
             || match (&cmd.action, &cmd.value) {
                 (Action::Merge, Some(patch)) => {
-                    merge_targets(&cmd.path, patch).iter().all(|(p, whole)| {
-                        if *whole {
-                            access.write_all(p)
-                        } else {
-                            access.write_at(p)
-                        }
-                    })
+                    merge_targets(&cmd.path, patch).into_iter().all(permits)
                 }
                 _ => false,
             };
@@ -209,6 +237,15 @@ impl Inner {
             });
         }
 
+        match reserved {
+            Guard::Pass => {}
+            Guard::CarryOver => restricted::carry_over(&mut cmd, restricted::markers_of(thing)),
+            Guard::RefuseIfMarked => {
+                if let Some(key) = restricted::markers_of(thing).into_iter().next() {
+                    return Err(ComposeError::Restricted(key.0).into());
+                }
+            }
+        }
         if all_transient {
             return self.transient_write(thing, cmd, level, policy.clone(), &access);
         }
@@ -454,16 +491,13 @@ impl Inner {
             return Err(too_large("Thing", size, self.config.max_thing_bytes));
         }
         let explicit = cmd.value.as_ref().and_then(|v| v.get("policyId")).is_some();
-        let policy = match (self.policy(thing.policy_id()), explicit) {
-            (None, true) => {
-                return Err(not_creatable(
-                    &cmd.thing_id,
-                    &format!("the Policy with ID '{}' does not exist", thing.policy_id()),
-                ));
-            }
-            (existing, _) => existing.map(|p| p.id().clone()),
+        let named = thing.policy_id().clone();
+        let choice = if explicit {
+            NewPolicy::Existing(&named)
+        } else {
+            NewPolicy::Default
         };
-        let (new_policy, policy_op) = self.policy_for_new_thing(auth, &mut thing, policy, now)?;
+        let (new_policy, policy_op) = self.policy_for_new_thing(auth, &mut thing, choice, now)?;
         let policy = new_policy.policy.clone();
         let provenance = self.stamp_local(&mut thing, &cmd);
         lock(&self.graves).remove(&cmd.thing_id);
@@ -506,53 +540,86 @@ impl Inner {
         Ok((thing, Outcome { response, events }, durable))
     }
 
-    /// The policy a new thing gets: `existing` (a policy this instance has), else a new
-    /// default policy for `auth`, returned with the write that stores it and the policy-write
-    /// lock: the caller writes the policy with the thing, then registers it with
-    /// [`Inner::register_policy`], then drops the lock. Checks that `auth` may create the
-    /// thing, and points the thing at the policy.
+    /// The policy a new thing gets (see [`NewPolicy`]), returned with the write that stores it
+    /// when it is new, and the policy-write lock: the caller writes the policy with the thing,
+    /// then registers it with [`Inner::register_policy`], then drops the lock. Checks that
+    /// `auth` may create the thing, and points the thing at the policy.
     pub(super) fn policy_for_new_thing(
         &self,
         auth: &AuthContext,
         thing: &mut Thing,
-        existing: Option<PolicyId>,
+        choice: NewPolicy<'_>,
         now: Timestamp,
     ) -> Result<(NewThingPolicy<'_>, Option<WriteOp>)> {
         let mut guard = lock(&self.policy_write);
-        let (policy, op) = match existing.and_then(|id| self.policy(&id)) {
-            Some(p) => (p, None),
-            None => {
-                let id = thing.policy_id().clone();
+        let own_id = || PolicyId::new(thing.id().as_str());
+        let (policy, created) = match choice {
+            NewPolicy::Existing(id) => match self.policy(id) {
+                Some(p) => (p, false),
+                None => {
+                    return Err(not_creatable(
+                        thing.id(),
+                        &format!("the Policy with ID '{id}' does not exist"),
+                    ));
+                }
+            },
+            NewPolicy::Default => {
+                let id = own_id()?;
+                if self.policy(&id).is_some() {
+                    // Somebody else's policy under this id must never become the new thing's
+                    // without being named (policy squatting).
+                    return Err(not_creatable(
+                        thing.id(),
+                        &format!(
+                            "a Policy with ID '{id}' already exists; name it as policyId to use it"
+                        ),
+                    ));
+                }
                 let mut policy = Policy::default_for(id, auth, now);
                 if let Some(last) = guard.as_deref() {
                     policy.share_entries_with(last);
                 }
                 let policy = Arc::new(policy);
                 *guard = Some(policy.clone());
-                let op = WriteOp::Put {
-                    record: policy_record(&policy),
-                    expect: Expect::Absent,
-                };
-                (policy, Some(op))
+                (policy, true)
+            }
+            NewPolicy::Peer { named, fallback } => {
+                let grants = |p: &Policy| may_create(auth, p);
+                let own = own_id()?;
+                let usable = [named, fallback, Some(&own)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.policy(id))
+                    .find(|p| grants(p));
+                match (usable, fallback.and_then(|id| self.policy(id))) {
+                    (Some(p), _) => (p, false),
+                    (None, _) if self.policy(&own).is_some() => {
+                        return Err(not_creatable(
+                            thing.id(),
+                            &format!("the Policy with ID '{own}' does not grant the peer WRITE"),
+                        ));
+                    }
+                    (None, Some(template)) => {
+                        (Arc::new(derived_policy(own, &template, auth, now)?), true)
+                    }
+                    (None, None) => (Arc::new(Policy::default_for(own, auth, now)), true),
+                }
             }
         };
-        if !auth.is_system()
-            && !policy.has_permission(
-                auth,
-                ResourceType::Thing,
-                &Pointer::root(),
-                Permission::Write,
-            )
-        {
+        if !may_create(auth, &policy) {
             return Err(not_creatable(
                 thing.id(),
                 "the Policy does not grant the requester WRITE on 'thing:/'",
             ));
         }
+        let op = created.then(|| WriteOp::Put {
+            record: policy_record(&policy),
+            expect: Expect::Absent,
+        });
         thing.set_policy_id(policy.id().clone());
         let new = NewThingPolicy {
             policy,
-            created: op.is_some(),
+            created,
             _guard: guard,
         };
         Ok((new, op))
@@ -621,6 +688,66 @@ impl Inner {
     }
 }
 
+/// Which policy a new thing gets.
+pub(super) enum NewPolicy<'a> {
+    /// The one its body names: it must exist.
+    Existing(&'a PolicyId),
+    /// None named: a new default policy with the thing's id for the creator (Ditto's rule). A
+    /// policy that already has that id is refused, never adopted.
+    Default,
+    /// A peer's update creates it: the policy the update names or the link's fallback, the
+    /// first that exists and grants the peer WRITE on `thing:/`, else the policy with the
+    /// thing's id if it grants the peer (made so earlier), else a new policy with the thing's id
+    /// holding the fallback's entries plus one for the peer (so the operators the fallback names
+    /// keep access, and the peer may write this thing only), else a default policy.
+    Peer {
+        named: Option<&'a PolicyId>,
+        fallback: Option<&'a PolicyId>,
+    },
+}
+
+/// Whether `auth` may create a thing under `policy`.
+fn may_create(auth: &AuthContext, policy: &Policy) -> bool {
+    auth.is_system()
+        || policy.has_permission(
+            auth,
+            ResourceType::Thing,
+            &Pointer::root(),
+            Permission::Write,
+        )
+}
+
+/// The label of the entry a peer gets in a policy derived for a thing it created.
+const PEER_LABEL: &str = "LINK_PEER";
+
+/// A policy `id` with `template`'s entries plus an entry granting `peer`'s default subject
+/// READ and WRITE on `thing:/` (not on `policy:/`: the peer may not change who else has access).
+fn derived_policy(
+    id: PolicyId,
+    template: &Policy,
+    peer: &AuthContext,
+    now: Timestamp,
+) -> Result<Policy> {
+    let mut entry = crate::policy::PolicyEntry::new();
+    if let Some(s) = peer.first_subject() {
+        entry.set_subject(s, crate::policy::Subject::new("generated"))?;
+    }
+    let mut rw = crate::policy::Permissions::NONE;
+    rw.insert(Permission::Read);
+    rw.insert(Permission::Write);
+    entry.set_resource(
+        crate::policy::ResourceKey::root(ResourceType::Thing),
+        crate::policy::Resource::new(rw, crate::policy::Permissions::NONE),
+    );
+    let entries = template
+        .entries()
+        .iter()
+        .filter(|(label, _)| label != PEER_LABEL)
+        .cloned()
+        .chain([(PEER_LABEL.to_owned(), entry)]);
+    Ok(Policy::new(id, entries, now))
+}
+
 /// The policy of a thing being created, and the policy-write lock held until it is registered.
 pub(super) struct NewThingPolicy<'a> {
     pub(super) policy: Arc<Policy>,
@@ -678,6 +805,29 @@ fn merge_targets(path: &Pointer, patch: &Value) -> Vec<(Pointer, bool)> {
     }
     walk(path.clone(), patch, &mut out);
     out
+}
+
+/// What writing at `path` replaces in `body` (`whole`: the subtree at `path`, else only what
+/// a merge patch sets below it): the shallowest ancestor holding a value that is not an object
+/// (written below, it becomes one), else `path` itself as a whole if it holds such a value,
+/// else `(path, whole)`.
+fn replaced(body: &Value, path: Pointer, whole: bool) -> (Pointer, bool) {
+    let segments = path.segments();
+    let mut at = body;
+    for (n, key) in segments.iter().enumerate() {
+        match at {
+            Value::Object(m) => match m.get(key) {
+                Some(v) => at = v,
+                None => return (path, whole),
+            },
+            _ => {
+                let ancestor = Pointer::from_segments(segments[..n].iter().cloned());
+                return (ancestor.unwrap_or_default(), true);
+            }
+        }
+    }
+    let whole = whole || !at.is_object();
+    (path, whole)
 }
 
 /// `/features/{id}` when `path` lies inside a feature.

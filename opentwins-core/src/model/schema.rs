@@ -194,6 +194,30 @@ fn validate_keys_deep(v: &Value) -> Result<()> {
     }
 }
 
+/// Whether a value placed at a path of `keys` keys nests deeper than
+/// [`Limits::max_json_depth`](crate::Limits) below the thing (the keys plus the value's own
+/// depth; a scalar is 0 deep, `{"a":1}` and `[1]` 1): such a thing could not be parsed again.
+pub fn check_depth(keys: usize, v: &Value) -> Result<()> {
+    let max = crate::Limits::get().max_json_depth;
+    let room = max.checked_sub(keys);
+    if room.is_none_or(|room| deeper_than(v, room)) {
+        return Err(Error::field_invalid(format!(
+            "The value nests deeper than {max} levels below the Thing."
+        ))
+        .with_description("Flatten the value, or write it at a shallower path."));
+    }
+    Ok(())
+}
+
+/// Whether `v` is more than `max` levels deep (recursion stops at `max`).
+fn deeper_than(v: &Value, max: usize) -> bool {
+    match v {
+        Value::Object(m) => max == 0 || m.values().any(|c| deeper_than(c, max - 1)),
+        Value::Array(a) => max == 0 || a.iter().any(|c| deeper_than(c, max - 1)),
+        _ => false,
+    }
+}
+
 /// The size of `v` as compact JSON, counting strings without escape overhead. Used for size
 /// limits; cheap (no allocation, strings are not scanned).
 pub fn json_size(v: &Value) -> usize {

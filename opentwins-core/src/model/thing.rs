@@ -172,6 +172,21 @@ impl Thing {
         &mut self.body
     }
 
+    /// This thing with `body` instead of its own (a caller's readable part of it), without
+    /// metadata and clocks, which may tell about the rest.
+    pub(crate) fn with_body(&self, body: Value) -> Thing {
+        Thing {
+            id: self.id.clone(),
+            policy_id: self.policy_id.clone(),
+            revision: self.revision,
+            created: self.created,
+            modified: self.modified,
+            body,
+            metadata: None,
+            clocks: Replica::new(),
+        }
+    }
+
     /// Records a change: revision + 1 and the modified time. Refreshes the cached policy id.
     pub(crate) fn touch(&mut self, now: Timestamp) {
         self.revision += 1;

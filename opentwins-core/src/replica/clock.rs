@@ -141,6 +141,11 @@ impl Clock {
         }
     }
 
+    /// Whether `stamp` lies more than `skew_ms` milliseconds ahead of this clock's wall time.
+    pub fn too_far_ahead(&self, stamp: &Stamp, skew_ms: u64) -> bool {
+        stamp.wall_ms > (self.wall)().saturating_add(skew_ms)
+    }
+
     /// Takes a stamp received from another instance into account, so later local stamps order
     /// after it even if this instance's wall clock is behind.
     pub fn observe(&self, remote: &Stamp) {

@@ -43,12 +43,11 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use opentwins_core::Twins;
 use opentwins_core::compose::Composer;
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::ThingCommand;
-use opentwins_core::{Error, Outcome, Twins};
 
-pub use auth::{hash_password, hash_token};
+pub use auth::{generate_token, hash_password, hash_token};
 pub use config::{AuthConfig, HttpConfig, TokenConfig, UserConfig};
 use error::ApiError;
 use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
@@ -135,6 +134,10 @@ impl HttpState {
             requests: RwLock::new(HashMap::new()),
             registry,
         };
+        if config.composition {
+            // Every transport's commands, not only this API's, then keep off reserved attributes.
+            twins.enable_composition();
+        }
         let composer = Composer::new(twins.clone(), config.composition_limits.clone());
         Ok(HttpState {
             inner: Arc::new(Shared {
@@ -157,16 +160,6 @@ impl HttpState {
     /// The composition operations over the engine (served when `composition` is on).
     pub fn composer(&self) -> &Composer {
         &self.inner.composer
-    }
-
-    /// Applies a thing command from the things API or the WebSocket: guarded by the composer
-    /// (no writes to reserved attributes) when `composition` is on.
-    async fn apply_thing(&self, auth: &AuthContext, cmd: ThingCommand) -> Result<Outcome, Error> {
-        if self.inner.config.composition {
-            Ok(self.inner.composer.apply_guarded(auth, cmd).await?)
-        } else {
-            self.inner.twins.apply(auth, cmd).await
-        }
     }
 
     /// Serves `/api/2/connections` for these links (the same engine's) and shows their

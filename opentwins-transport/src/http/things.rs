@@ -240,7 +240,7 @@ async fn execute(
     let wait = timeout(&cmd.headers, st.config().default_timeout_ms);
     // Only a command without response needs its headers afterwards (for the correlation id).
     let unanswered = (!cmd.headers.response_required()).then(|| cmd.headers.clone());
-    let result = tokio::time::timeout(wait, st.apply_thing(auth, cmd)).await;
+    let result = tokio::time::timeout(wait, st.twins().apply(auth, cmd)).await;
     if let Some(headers) = unanswered {
         if let Ok(Err(e)) = &result {
             tracing::debug!(error = %e, "command without response failed");

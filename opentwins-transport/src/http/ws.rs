@@ -211,7 +211,7 @@ async fn handle(st: HttpState, auth: AuthContext, frame: String) -> Option<Strin
             let entity = EntityId::Thing(cmd.thing_id.clone());
             let (path, h) = (cmd.path.clone(), cmd.headers.clone());
             let wait = timeout(&h, default_ms);
-            let result = tokio::time::timeout(wait, st.apply_thing(&auth, cmd)).await;
+            let result = tokio::time::timeout(wait, st.twins().apply(&auth, cmd)).await;
             if !h.response_required() {
                 return None;
             }
