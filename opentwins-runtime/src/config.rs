@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use opentwins_core::EngineConfig;
 use opentwins_core::history::HistoryConfig;
 use opentwins_core::store::SledConfig;
+use opentwins_core::{EngineConfig, Limits};
 use opentwins_infer::processor::ProcessorConfig;
 use opentwins_transport::http::HttpConfig;
 use opentwins_transport::link::LinkConfig;
@@ -74,6 +74,9 @@ pub struct InstanceConfig {
     pub processor: ProcessorConfig,
     /// What history records and keeps (with `enable.history`).
     pub history: HistoryConfig,
+    /// What one request may cost: pointer keys, nesting, `fields` selectors
+    /// (docs/security.md). One value per process.
+    pub limits: Limits,
 }
 
 /// Which parts of the instance run.
@@ -119,6 +122,7 @@ impl Default for FleetConfig {
         FleetConfig {
             policy_id: "opentwins:fleet".into(),
             subjects: vec![
+                ADMIN.into(),
                 ANONYMOUS.into(),
                 "opentwins:mqtt".into(),
                 PROCESSOR.into(),
@@ -128,8 +132,12 @@ impl Default for FleetConfig {
     }
 }
 
-/// The subject HTTP callers without credentials get (loopback only by default).
+/// The subject HTTP callers without credentials get (loopback only by default). It reads and
+/// writes things under the fleet policy, but is no administrator.
 pub const ANONYMOUS: &str = "opentwins:local";
+/// The administrator subject of the default configuration: the token a fresh instance
+/// generates into `{data_dir}/admin-token` authenticates as it (see docs/security.md).
+pub const ADMIN: &str = "opentwins:admin";
 /// The subject the lane processor writes as.
 pub const PROCESSOR: &str = "opentwins:processor";
 
@@ -219,7 +227,7 @@ impl InstanceConfig {
         let mut http = HttpConfig::default();
         http.auth.anonymous = true;
         http.auth.anonymous_subject = ANONYMOUS.into();
-        http.admin_subjects = vec![ANONYMOUS.into()];
+        http.admin_subjects = vec![ADMIN.into()];
         // Types and twin trees (`/api/2/types`, `/api/2/twins`) on the hub.
         http.composition = !edge;
         let mqtt = MqttConfig {
@@ -277,6 +285,7 @@ impl InstanceConfig {
             model: ModelConfig::default(),
             processor: ProcessorConfig::default(),
             history: HistoryConfig::default(),
+            limits: Limits::default(),
         }
     }
 

@@ -16,11 +16,11 @@ use opentwins_core::store::SledStore;
 use opentwins_core::{ErrorKind, Pointer, PolicyId, ThingId, Twins};
 use opentwins_infer::{LaneModel, Processor, ProcessorHandle};
 use opentwins_transport::http::metrics::Registry;
-use opentwins_transport::http::{HttpState, app, serve};
+use opentwins_transport::http::{HttpState, TokenConfig, app, generate_token, hash_token, serve};
 use opentwins_transport::link::{Direction, LinkConfig, Links, PeerConfig};
 use opentwins_transport::mqtt::{MqttBridge, MqttHandle};
 
-use crate::config::{InstanceConfig, PROCESSOR};
+use crate::config::{ADMIN, InstanceConfig, PROCESSOR};
 
 /// How long a start waits for its links to connect before it goes on without them.
 const LINKS_READY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -46,6 +46,13 @@ impl Instance {
         config.resolve();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {:?}", config.data_dir))?;
+        admin_token(&mut config)?;
+        config
+            .limits
+            .clone()
+            .install()
+            .map_err(anyhow::Error::msg)
+            .context("installing the limits")?;
         let store = Arc::new(
             SledStore::open(config.store.clone())
                 .with_context(|| format!("opening the store at {:?}", config.store.path))?,
@@ -338,6 +345,48 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
         }
     }
     all
+}
+
+/// Gives [`ADMIN`] a bearer token when the configuration names it an administrator but gives
+/// no credential for it (the default configuration): generated at the first start into
+/// `{data_dir}/admin-token`, readable by the owner only, and announced on stderr; read from
+/// there at later starts. Nobody is an administrator without it.
+fn admin_token(config: &mut InstanceConfig) -> anyhow::Result<()> {
+    let http = &mut config.http;
+    if !http.admin_subjects.iter().any(|s| s == ADMIN)
+        || http.auth.tokens.iter().any(|t| t.subject == ADMIN)
+    {
+        return Ok(());
+    }
+    let path = config.data_dir.join("admin-token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(token) => token.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let token = generate_token();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "opentwins: generated the administrator token (subject {ADMIN}) into {}; \
+                 send it as 'Authorization: Bearer <token>' to manage connections",
+                path.display()
+            );
+            token
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    anyhow::ensure!(!token.is_empty(), "{} is empty", path.display());
+    http.auth.tokens.push(TokenConfig {
+        sha256: hash_token(&token),
+        subject: ADMIN.into(),
+    });
+    Ok(())
 }
 
 /// Binds the HTTP API and serves it until `stopped` turns true.

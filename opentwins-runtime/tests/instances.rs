@@ -142,3 +142,69 @@ async fn the_dashboard_gets_the_fields_it_reads() {
     .await
     .unwrap();
 }
+
+// Issue 14 (safe defaults): a fresh instance lets anonymous loopback callers work with things
+// but not manage links; the token it generated at first start does, and stays the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_instance_is_not_an_open_admin() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let client = reqwest::Client::new();
+        let link = json!({"peer": {"kind": "inbox"}, "direction": "in"}).to_string();
+        let mut token = String::new();
+        for start in 0..2 {
+            let hub = Instance::start(config(Role::Hub, "hub", dir.path()))
+                .await
+                .unwrap();
+            let url = format!("http://{}/api/2/connections/evil", hub.http_addr().unwrap());
+            let anonymous = client
+                .put(&url)
+                .header("content-type", "application/json")
+                .body(link.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                anonymous.status(),
+                403,
+                "{}",
+                anonymous.text().await.unwrap()
+            );
+            let file = dir.path().join("hub").join("admin-token");
+            let stored = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+            if start == 0 {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+                token = stored;
+            } else {
+                assert_eq!(stored, token, "a restart keeps the token");
+            }
+            let admin = client
+                .put(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(link.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                admin.status().is_success(),
+                "{}",
+                admin.text().await.unwrap()
+            );
+            let listed = client
+                .get(format!(
+                    "http://{}/api/2/connections",
+                    hub.http_addr().unwrap()
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(listed.status(), 200);
+            hub.shutdown().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}

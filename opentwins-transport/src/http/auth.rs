@@ -32,6 +32,12 @@ pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// A new random bearer token: 64 hex digits (244 random bits, from the system's generator).
+pub fn generate_token() -> String {
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    hex(&[a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat())
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut s, b| {
