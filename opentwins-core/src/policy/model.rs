@@ -204,7 +204,10 @@ impl ResourceKey {
         let invalid = |why: &str| {
             Error::new(
                 ErrorKind::PolicyInvalid,
-                format!("The resource key '{}' is not valid: {why}.", key.escape_debug()),
+                format!(
+                    "The resource key '{}' is not valid: {why}.",
+                    crate::error::excerpt(key).escape_debug()
+                ),
             )
             .with_description(
                 "Resource keys have the form 'type:/path' with type 'thing', 'policy' or 'message', e.g. 'thing:/features/lane'.",
