@@ -385,3 +385,213 @@ async fn recv_json(ws: &mut Ws) -> Value {
     let t = recv_text(ws).await;
     serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
 }
+
+// Issue 14, finding 6: half-sent requests stayed open for good, and over-long request heads
+// were answered without Ditto error JSON.
+#[tokio::test]
+async fn slow_heads_are_cut_and_connections_bounded() {
+    use opentwins_transport::http::{ServeLimits, serve_with};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = app(HttpState::new(
+            Twins::in_memory(EngineConfig::default()),
+            HttpConfig::default(),
+        )
+        .unwrap());
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_millis(300),
+            max_connections: 3,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_with(
+            listener,
+            app,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        // A head that never ends is cut after the timeout.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let started = std::time::Instant::now();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
+            .await
+            .expect("the half-sent request was not cut");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Beyond max_connections, a new connection is closed at once.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await
+                .unwrap();
+            let mut first = [0u8; 12];
+            c.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            held.push(c);
+        }
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = extra
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await;
+        let mut rest = Vec::new();
+        let _ = extra.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        drop(held);
+        // Too long a target, too many header bytes: Ditto errors.
+        let client = reqwest::Client::new();
+        let base = format!("http://{addr}");
+        let long = format!("{base}/api/2/things/ns:t?fields={}", "a".repeat(20_000));
+        let mut answer = None;
+        for _ in 0..50 {
+            // The slots held above are given back as those connections close.
+            match client.get(&long).send().await {
+                Ok(r) => {
+                    answer = Some(r);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let r = answer.expect("the server answers again");
+        assert_eq!(r.status(), 414);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "gateway:uri.toolong");
+        let r = client
+            .get(format!("{base}/health"))
+            .header("x-big", "b".repeat(40_000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 431);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "gateway:headers.toolarge");
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+// Issue 14, finding 5: one user held 500 SSE streams.
+#[tokio::test]
+async fn streams_per_subject_are_capped() {
+    tokio::time::timeout(LIMIT, async {
+        let server = Server::start().await;
+        let client = reqwest::Client::new();
+        let open = || {
+            client
+                .get(format!("{}/api/2/things", server.base))
+                .header("authorization", TOKEN)
+                .header("accept", "text/event-stream")
+                .send()
+        };
+        let max = HttpConfig::default().max_streams_per_subject;
+        let mut streams = Vec::new();
+        for _ in 0..max {
+            let r = open().await.unwrap();
+            assert_eq!(r.status(), 200);
+            streams.push(r);
+        }
+        let refused = open().await.unwrap();
+        assert_eq!(refused.status(), 429);
+        let body: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "gateway:streams.toomany");
+        drop(streams);
+        server.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+// Issue 14 (safe defaults, browsers): a text/plain POST to a link inbox was applied, any page
+// could open /ws/2, and a rebound DNS name reached the loopback API.
+#[tokio::test]
+async fn browsers_of_other_sites_cannot_drive_the_api() {
+    tokio::time::timeout(LIMIT, async {
+        let server = Server::start().await;
+        let client = reqwest::Client::new();
+        let things = format!("{}/api/2/things", server.base);
+        let post = |content_type: Option<&str>, origin: Option<&str>| {
+            let mut r = client
+                .post(&things)
+                .header("authorization", TOKEN)
+                .body(r#"{"attributes": {}}"#);
+            if let Some(ct) = content_type {
+                r = r.header("content-type", ct);
+            }
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send()
+        };
+        let error = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            let code = body["error"].as_str().unwrap_or(&text).to_owned();
+            (status, code)
+        };
+        // What a cross-site form or fetch can send without a preflight.
+        for ct in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            let r = post(ct, None).await.unwrap();
+            assert_eq!(
+                error(r).await,
+                (415, "mediatype.unsupported".to_owned()),
+                "{ct:?}"
+            );
+        }
+        let r = post(Some("application/json"), Some("https://evil.example"))
+            .await
+            .unwrap();
+        assert_eq!(
+            error(r).await,
+            (403, "gateway:origin.notallowed".to_owned())
+        );
+        // The API's own origin (the dashboard) and clients without Origin work.
+        let own = server.base.clone();
+        assert_eq!(
+            post(Some("application/json"), Some(&own))
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        assert_eq!(
+            post(Some("application/json"), None).await.unwrap().status(),
+            201
+        );
+        // A name that is not configured (DNS rebinding) is not served at all.
+        let r = client
+            .get(format!("{}/api/2/things?ids=x", server.base))
+            .header("authorization", TOKEN)
+            .header("host", "attacker.example:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error(r).await, (421, "gateway:host.notallowed".to_owned()));
+        // A WebSocket from another site's page is refused before the upgrade.
+        let ws = server.base.replace("http://", "ws://") + "/ws/2";
+        let mut request = ws.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", TOKEN.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", "https://evil.example".parse().unwrap());
+        assert!(tokio_tungstenite::connect_async(request).await.is_err());
+        server.stop().await;
+    })
+    .await
+    .unwrap();
+}

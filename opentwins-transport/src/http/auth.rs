@@ -3,7 +3,7 @@
 //! caller's [`AuthContext`]; every command then goes through the engine's policy check with it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -53,7 +53,12 @@ pub(crate) enum AuthFailure {
     Missing,
     /// Credentials were given but are wrong or malformed.
     Invalid(&'static str),
+    /// Every password check slot is taken (a flood of Basic attempts): try again later.
+    Busy,
 }
+
+/// How long a Basic request waits for a password check slot before it is answered 503.
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct User {
     phc: String,
@@ -71,6 +76,9 @@ pub(crate) struct Authenticator {
     /// Per user, the SHA-256 of the last password that passed Argon2: later requests with the
     /// same password skip the (deliberately slow) Argon2 check. Bounded by the number of users.
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// Argon2 checks running at once: one per core. Each costs ~19 MiB and tens of ms, so an
+    /// unbounded number would let a flood of wrong passwords exhaust memory.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Authenticator {
@@ -137,6 +145,9 @@ impl Authenticator {
             anonymous,
             realm: config.realm.clone(),
             verified: Mutex::new(HashMap::new()),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )),
         })
     }
 
@@ -195,9 +206,7 @@ impl Authenticator {
             .ok_or(AuthFailure::Invalid("malformed Basic credentials"))?;
         let Some(user) = self.users.get(name) else {
             // Spend the same time as for a known user, so user names cannot be probed.
-            let dummy = dummy_hash().to_owned();
-            let password = password.to_owned();
-            let _ = tokio::task::spawn_blocking(move || verify(&dummy, &password)).await;
+            let _ = self.check(dummy_hash(), password).await?;
             return Err(BAD);
         };
         let digest: [u8; 32] = Sha256::new()
@@ -213,12 +222,7 @@ impl Authenticator {
             .get(name)
             .is_some_and(|d| constant_time_eq(d, &digest));
         if !known {
-            let phc = user.phc.clone();
-            let pw = password.to_owned();
-            let ok = tokio::task::spawn_blocking(move || verify(&phc, &pw))
-                .await
-                .unwrap_or(false);
-            if !ok {
+            if !self.check(&user.phc, password).await? {
                 return Err(BAD);
             }
             self.verified
@@ -227,6 +231,23 @@ impl Authenticator {
                 .insert(name.to_owned(), digest);
         }
         Ok(user.context.clone())
+    }
+
+    /// Checks `password` against the Argon2 hash `phc` on a blocking thread, at most one per
+    /// core at once; [`AuthFailure::Busy`] when no slot frees within [`HASH_WAIT`].
+    async fn check(&self, phc: &str, password: &str) -> Result<bool, AuthFailure> {
+        let permit = tokio::time::timeout(HASH_WAIT, self.hashing.clone().acquire_owned())
+            .await
+            .map_err(|_| AuthFailure::Busy)?
+            .map_err(|_| AuthFailure::Busy)?;
+        let (phc, password) = (phc.to_owned(), password.to_owned());
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify(&phc, &password)
+        })
+        .await
+        .unwrap_or(false);
+        Ok(ok)
     }
 }
 
@@ -262,6 +283,42 @@ mod tests {
             HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
         );
         h
+    }
+
+    #[tokio::test]
+    async fn password_checks_are_bounded_and_a_flood_is_told_to_wait() {
+        let config = AuthConfig {
+            users: vec![UserConfig {
+                name: "alice".into(),
+                password_hash: hash_password("s3cret"),
+                subjects: vec![],
+            }],
+            ..AuthConfig::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        // Every slot taken, as by a flood of wrong passwords: known and unknown users alike
+        // are answered Busy once the wait is over, without an Argon2 check of their own.
+        let slots = a.hashing.available_permits();
+        assert!(slots >= 1);
+        let held = a
+            .hashing
+            .clone()
+            .acquire_many_owned(slots as u32)
+            .await
+            .unwrap();
+        for (user, password) in [("alice", "s3cret"), ("nobody", "x")] {
+            let got = tokio::time::timeout(HASH_WAIT * 3, a.authenticate(&basic(user, password)))
+                .await
+                .expect("a bounded wait");
+            assert!(matches!(got, Err(AuthFailure::Busy)), "{user}");
+        }
+        drop(held);
+        a.authenticate(&basic("alice", "s3cret")).await.unwrap();
+        assert_eq!(
+            a.hashing.available_permits(),
+            slots,
+            "every slot is given back"
+        );
     }
 
     #[tokio::test]

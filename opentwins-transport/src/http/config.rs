@@ -18,6 +18,12 @@ pub struct HttpConfig {
     pub default_timeout_ms: u64,
     /// Commands one WebSocket session runs at the same time.
     pub ws_max_in_flight: usize,
+    /// Bytes of frames one WebSocket session may have waiting for a slow client: replies wait
+    /// for room, events that find none are dropped and counted as lagged. Default 4 MiB.
+    pub ws_max_queued_bytes: usize,
+    /// SSE streams and WebSocket sessions one subject (the caller's first) may hold open at
+    /// once; further ones are 429. Default 16.
+    pub max_streams_per_subject: usize,
     /// Authentication.
     pub auth: AuthConfig,
     /// Subjects that may manage `/api/2/connections` (none by default).
@@ -28,6 +34,13 @@ pub struct HttpConfig {
     pub composition: bool,
     /// Limits of the composition operations.
     pub composition_limits: ComposeConfig,
+    /// Names the `Host` header may carry besides IP literals and `localhost` (DNS rebinding:
+    /// a web page whose name resolves to this address must not reach the API). `"*"` accepts
+    /// any name. Add the names clients use when the API is reached by a DNS name.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) whose browser pages may change state or open `/ws/2`
+    /// besides the API's own origin (a page served by this instance, such as the dashboard).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -37,10 +50,14 @@ impl Default for HttpConfig {
             default_namespace: "opentwins".to_owned(),
             default_timeout_ms: 10_000,
             ws_max_in_flight: 64,
+            ws_max_queued_bytes: 4 * 1024 * 1024,
+            max_streams_per_subject: 16,
             auth: AuthConfig::default(),
             admin_subjects: Vec::new(),
             composition: false,
             composition_limits: ComposeConfig::default(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -29,7 +29,7 @@ use opentwins_core::{Error, Level, Pointer, ThingId, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::request::{Params, reply};
+use super::request::{Params, off_workers, reply};
 use super::things::bad_path;
 use super::{Caller, HttpState, RouteLabel};
 
@@ -57,7 +57,7 @@ pub(super) async fn thing(
         let policy = readable_thing(&st, &auth, &id)?;
         let listed = {
             let id = id.clone();
-            blocking(move || history.current_paths(&id, &Pointer::root())).await?
+            off_workers(move || Ok(history.current_paths(&id, &Pointer::root())?)).await?
         };
         let paths: Vec<Value> = listed
             .iter()
@@ -103,10 +103,10 @@ pub(super) async fn series(
         }
         let answer = {
             let (id, pointer, mut q) = (id.clone(), pointer.clone(), q.clone());
-            blocking(move || {
+            off_workers(move || {
                 // Points from before the thing was last deleted belong to its predecessor.
                 q.after = history.deleted_at(&id)?;
-                history.query(&id, &pointer, &q)
+                Ok(history.query(&id, &pointer, &q)?)
             })
             .await?
         };
@@ -225,18 +225,6 @@ fn may_read(auth: &AuthContext, policy: Option<&Policy>, path: &Pointer) -> bool
     auth.is_system()
         || policy
             .is_some_and(|p| p.has_unrestricted(auth, ResourceType::Thing, path, Permission::Read))
-}
-
-/// Runs a history call on a blocking thread (scans may be long).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HistoryError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => Ok(result?),
-        Err(e) => Err(ApiError::from(HistoryError::Unavailable(format!(
-            "the query task failed: {e}"
-        )))),
-    }
 }
 
 impl From<HistoryError> for ApiError {

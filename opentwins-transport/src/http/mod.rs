@@ -79,6 +79,8 @@ struct Shared {
     config: HttpConfig,
     auth: auth::Authenticator,
     metrics: HttpMetrics,
+    /// Open SSE streams and WebSocket sessions per subject (see [`HttpState::open_stream`]).
+    streams: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 struct HttpMetrics {
@@ -148,6 +150,7 @@ impl HttpState {
                 config,
                 auth,
                 metrics,
+                streams: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -200,6 +203,55 @@ impl HttpState {
     fn metrics(&self) -> &HttpMetrics {
         &self.inner.metrics
     }
+
+    /// Counts a stream (SSE or WebSocket) `auth` opens, 429 when its subject holds
+    /// `max_streams_per_subject` already; the slot frees when the returned guard drops.
+    fn open_stream(&self, auth: &AuthContext) -> Result<StreamSlot, error::ApiError> {
+        let subject = auth.first_subject().unwrap_or_default().to_owned();
+        let max = self.inner.config.max_streams_per_subject;
+        let mut open = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(subject.clone()).or_default();
+        if *count >= max {
+            return Err(error::ApiError::new(
+                429,
+                "gateway:streams.toomany",
+                format!("The subject '{subject}' holds {max} open streams already."),
+                "Close an SSE stream or WebSocket session first, or raise http.max_streams_per_subject.",
+            ));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            state: self.clone(),
+            subject,
+        })
+    }
+}
+
+/// One open stream of a subject; gives its slot back when dropped.
+struct StreamSlot {
+    state: HttpState,
+    subject: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .state
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.subject) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.subject);
+            }
+        }
+    }
 }
 
 /// The authenticated caller of a request: an extractor every API handler takes first (after
@@ -217,6 +269,15 @@ impl FromRequestParts<HttpState> for Caller {
                 let why = match failure {
                     auth::AuthFailure::Missing => "no credentials were given",
                     auth::AuthFailure::Invalid(why) => why,
+                    auth::AuthFailure::Busy => {
+                        return Err(ApiError::new(
+                            503,
+                            "gateway:authentication.busy",
+                            "Too many password checks are running; try again shortly.",
+                            "Use a bearer token for frequent requests: it needs no password check.",
+                        )
+                        .into_response());
+                    }
                 };
                 tracing::debug!(why, path = %parts.uri.path(), "authentication failed");
                 Err(ApiError::unauthenticated(why, &st.inner.auth.realm).into_response())
@@ -264,6 +325,8 @@ pub fn app(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(state.clone(), browser_guard))
+        .layer(middleware::from_fn(request_shape))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -302,30 +365,103 @@ fn compose_routes() -> Router<HttpState> {
         .route("/api/2/twins/{twin_id}/duplicate", any(compose::duplicate))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; open requests then get
-/// [`SHUTDOWN_GRACE`] to finish.
+/// What the server lets one client hold: how long the request head may take to arrive, and
+/// how many connections may be open at once (further ones are closed at accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// From the first byte of a request to the end of its headers (slow-loris defence).
+    pub header_read_timeout: Duration,
+    /// Open connections, WebSockets and SSE streams included.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Serves `app` on `listener` with the default [`ServeLimits`] until `shutdown` completes;
+/// open requests then get [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
+    serve_with(listener, app, shutdown, ServeLimits::default()).await
+}
+
+/// [`serve`] with explicit limits: HTTP/1.1 (with upgrades, for `/ws/2`) over hyper.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::select! {
-        result = server => result,
-        () = async {
-            let _ = rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::info!("HTTP server: closing connections still open after the grace period");
-            Ok(())
-        }
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stopping = stop.clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "HTTP server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stopping) => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limits.max_connections,
+                "HTTP server: connection limit reached"
+            );
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::info!("HTTP server: closing connections still open after the grace period");
+    }
+    Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The route templates of [`app`], so a matched path maps to a `&'static str` label.
@@ -430,6 +566,127 @@ async fn metrics_text(State(st): State<HttpState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// The longest request target (path and query) answered; longer ones get 414.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// The most header bytes (names and values) of one request; more get 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Answers requests too large in their head with Ditto error JSON, before anything else reads
+/// them (hyper's own, larger limits answer without a body).
+async fn request_shape(req: Request, next: middleware::Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return ApiError::new(
+            414,
+            "gateway:uri.toolong",
+            format!("The request target has {uri} bytes, at most {MAX_URI_BYTES} are accepted."),
+            "Split long selections (fields, ids, filters) over several requests.",
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            431,
+            "gateway:headers.toolarge",
+            format!(
+                "The request headers have {headers} bytes, at most {MAX_HEADER_BYTES} are accepted."
+            ),
+            "Send fewer or shorter headers.",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// What keeps web pages from driving the API through a browser: the `Host` must be an IP
+/// literal, `localhost` or an allowed name (DNS rebinding); a request that changes state, or
+/// opens `/ws/2`, from a page of another origin is refused (CSRF, cross-site WebSocket
+/// hijacking); a `POST` body must say it is JSON (a browser sends text/plain, forms or untyped
+/// blobs across sites without asking first). Clients that are not browsers send no `Origin`.
+async fn browser_guard(
+    State(st): State<HttpState>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let config = st.config();
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host, &config.allowed_hosts) {
+        return ApiError::new(
+            421,
+            "gateway:host.notallowed",
+            format!("The host '{host}' is not served here."),
+            "Add the name to http.allowed_hosts if clients reach the API by it.",
+        )
+        .into_response();
+    }
+    let changes = !matches!(
+        req.method(),
+        &Method::GET | &Method::HEAD | &Method::OPTIONS
+    ) || req.uri().path() == "/ws/2";
+    if changes && let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host));
+        if !own
+            && !config
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+        {
+            return ApiError::new(
+                403,
+                "gateway:origin.notallowed",
+                format!("Requests from pages of '{origin}' may not change anything here."),
+                "Add the origin to http.allowed_origins to let its pages use the API.",
+            )
+            .into_response();
+        }
+    }
+    if req.method() == Method::POST {
+        let h = req.headers();
+        let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
+            || h.get(axum::http::header::CONTENT_LENGTH)
+                .is_some_and(|len| len.as_bytes() != b"0");
+        if has_body && let Err(e) = things::require_json_type(req.headers()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether `host` (a `Host` header: name or address, maybe with a port) may be served. A
+/// request without one does not come from a browser.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(name))
 }
 
 async fn unknown_route(req: Request) -> Response {

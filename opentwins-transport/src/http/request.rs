@@ -235,6 +235,21 @@ pub(crate) async fn read_body(
     })
 }
 
+/// Runs `f` on a blocking thread: work that grows with the fleet (search, count, history scans)
+/// must not hold an async worker, or one request stalls every connection on it.
+pub(crate) async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            503,
+            "gateway:task.failed",
+            format!("The request's task failed: {e}."),
+            "Send the request again.",
+        ))
+    })
+}
+
 /// Parses a JSON body: malformed JSON is 400 `json.invalid`.
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(serde_json::from_slice(bytes).map_err(opentwins_core::Error::json_invalid)?)

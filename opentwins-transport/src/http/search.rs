@@ -9,7 +9,7 @@ use opentwins_core::protocol::Headers;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::request::{Params, reply};
+use super::request::{Params, off_workers, reply};
 use super::{Caller, HttpState};
 
 /// `GET /api/2/search/things`.
@@ -23,7 +23,7 @@ pub(super) async fn search(
         return ApiError::method(method.as_str()).into_response();
     }
     let params = Params::parse(query.as_deref());
-    let result = (|| {
+    let result = off_workers(move || {
         let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
         let fields = params.fields()?;
         let page = st.twins().search(
@@ -43,7 +43,8 @@ pub(super) async fn search(
             &Headers::default(),
             None,
         ))
-    })();
+    })
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -59,9 +60,10 @@ pub(super) async fn count(
     }
     let params = Params::parse(query.as_deref());
     let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
-    match st.twins().count(&auth, filter.as_deref()) {
+    let counted = off_workers(move || Ok(st.twins().count(&auth, filter.as_deref())?)).await;
+    match counted {
         Ok(n) => reply(200, Some(Value::from(n)), &Headers::default(), None),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -32,6 +32,7 @@ pub(super) fn stream(
     feature: Option<String>,
 ) -> Response {
     let opened = (|| {
+        let slot = st.open_stream(&auth)?;
         let fields = params.fields()?;
         let ids = params
             .list("ids")
@@ -43,9 +44,9 @@ pub(super) fn stream(
             .transpose()?;
         let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
         let sub = st.twins().subscribe(auth, filter.as_deref())?;
-        Ok::<_, ApiError>((fields, ids, sub))
+        Ok::<_, ApiError>((slot, fields, ids, sub))
     })();
-    let (fields, ids, sub) = match opened {
+    let (slot, fields, ids, sub) = match opened {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -63,6 +64,7 @@ pub(super) fn stream(
         sent: m.events_sse.clone(),
         lagged: m.lagged.clone(),
         _open: OpenGuard(open),
+        _slot: slot,
     };
     let events = futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -93,6 +95,7 @@ struct Stream {
     sent: Counter,
     lagged: Counter,
     _open: OpenGuard,
+    _slot: super::StreamSlot,
 }
 
 /// Decrements the open-streams gauge when the stream is dropped (client gone).

@@ -226,8 +226,15 @@ async fn resource(
 pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match content_type(headers) {
         None => Ok(()),
+        Some(_) => require_json_type(headers),
+    }
+}
+
+/// The body must be declared JSON (`application/json` or `…+json`).
+pub(super) fn require_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match content_type(headers) {
         Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(()),
-        Some(ct) => Err(ApiError::media_type(Some(&ct), "application/json")),
+        ct => Err(ApiError::media_type(ct.as_deref(), "application/json")),
     }
 }
 

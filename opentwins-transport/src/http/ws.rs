@@ -27,14 +27,14 @@ use opentwins_core::protocol::{
 };
 use opentwins_core::{Error, Pointer};
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::error::ApiError;
 use super::request::{Params, timeout};
 use super::search::with_namespaces;
 use super::sse::{OpenGuard, View};
-use super::{Caller, HttpState};
+use super::{Caller, HttpState, StreamSlot};
 
 /// `GET /ws/2` with an upgrade.
 pub(super) async fn upgrade(
@@ -42,10 +42,14 @@ pub(super) async fn upgrade(
     Caller(auth): Caller,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let slot = match st.open_stream(&auth) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     match ws {
         Ok(ws) => ws
             .max_message_size(st.config().max_body_bytes)
-            .on_upgrade(move |socket| session(st, auth, socket)),
+            .on_upgrade(move |socket| session(st, auth, socket, slot)),
         Err(e) => ApiError::new(
             e.status().as_u16(),
             "gateway:websocket.required",
@@ -56,14 +60,20 @@ pub(super) async fn upgrade(
     }
 }
 
-async fn session(st: HttpState, auth: AuthContext, socket: WebSocket) {
+async fn session(st: HttpState, auth: AuthContext, socket: WebSocket, _slot: StreamSlot) {
     let open = st.metrics().ws_open.clone();
     open.inc();
     let _open = OpenGuard(open);
     let (mut sink, mut frames) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let (queue, mut rx) = mpsc::unbounded_channel::<(String, OwnedSemaphorePermit)>();
+    let max = st.config().ws_max_queued_bytes.clamp(1, u32::MAX as usize);
+    let tx = Outgoing {
+        queue,
+        room: Arc::new(Semaphore::new(max)),
+        max,
+    };
     let writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
+        while let Some((text, _room)) = rx.recv().await {
             if sink.send(Frame::Text(text.into())).await.is_err() {
                 break;
             }
@@ -87,10 +97,10 @@ async fn session(st: HttpState, auth: AuthContext, socket: WebSocket) {
             match start_events(&st, &auth, rest, tx.clone()) {
                 Ok(h) => {
                     events = Some(h);
-                    let _ = tx.send("START-SEND-EVENTS:ACK".to_owned()).await;
+                    tx.send("START-SEND-EVENTS:ACK".to_owned()).await;
                 }
                 Err(e) => {
-                    let _ = tx.send(error_text(None, None, &e)).await;
+                    tx.send(error_text(None, None, &e)).await;
                 }
             }
             continue;
@@ -99,7 +109,7 @@ async fn session(st: HttpState, auth: AuthContext, socket: WebSocket) {
             if let Some(h) = events.take() {
                 h.abort();
             }
-            let _ = tx.send("STOP-SEND-EVENTS:ACK".to_owned()).await;
+            tx.send("STOP-SEND-EVENTS:ACK".to_owned()).await;
             continue;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -114,14 +124,14 @@ async fn session(st: HttpState, auth: AuthContext, socket: WebSocket) {
             Poll::Ready(reply) => {
                 drop(permit);
                 if let Some(r) = reply {
-                    let _ = tx.send(r).await;
+                    tx.send(r).await;
                 }
             }
             Poll::Pending => {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     if let Some(r) = fut.await {
-                        let _ = tx.send(r).await;
+                        tx.send(r).await;
                     }
                     drop(permit);
                 });
@@ -135,11 +145,46 @@ async fn session(st: HttpState, auth: AuthContext, socket: WebSocket) {
     let _ = writer.await;
 }
 
+/// The frames of one session waiting for the socket, bounded in bytes
+/// (`HttpConfig::ws_max_queued_bytes`): each holds permits of `room` for its length until the
+/// writer has sent it.
+#[derive(Clone)]
+struct Outgoing {
+    queue: mpsc::UnboundedSender<(String, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Outgoing {
+    fn cost(&self, text: &str) -> u32 {
+        // `max` fits a u32 (clamped at the session's start).
+        text.len().clamp(1, self.max) as u32
+    }
+
+    /// Queues a reply, waiting for room; `false` once the session is gone.
+    async fn send(&self, text: String) -> bool {
+        let cost = self.cost(&text);
+        match self.room.clone().acquire_many_owned(cost).await {
+            Ok(room) => self.queue.send((text, room)).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Queues an event if there is room now: `Some(false)` when there is none (the event is
+    /// dropped: a slow client must not pin memory), `None` once the session is gone.
+    fn offer(&self, text: String) -> Option<bool> {
+        match self.room.clone().try_acquire_many_owned(self.cost(&text)) {
+            Ok(room) => self.queue.send((text, room)).ok().map(|()| true),
+            Err(_) => Some(false),
+        }
+    }
+}
+
 fn start_events(
     st: &HttpState,
     auth: &AuthContext,
     rest: &str,
-    tx: mpsc::Sender<String>,
+    tx: Outgoing,
 ) -> Result<JoinHandle<()>, ApiError> {
     let params = Params::parse(rest.strip_prefix('?'));
     let fields = params.fields()?;
@@ -166,9 +211,10 @@ fn start_events(
             match sub.recv().await {
                 Ok(ev) => {
                     let Some(ev) = shape(&view, ev) else { continue };
-                    sent.inc();
-                    if tx.send(text(&Message::ThingEvent(ev))).await.is_err() {
-                        break;
+                    match tx.offer(text(&Message::ThingEvent(ev))) {
+                        Some(true) => sent.inc(),
+                        Some(false) => lagged.inc(),
+                        None => break,
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -309,4 +355,46 @@ fn correlation_of(frame: &str) -> Option<String> {
         .find(|(k, _)| k.eq_ignore_ascii_case("correlation-id"))
         .and_then(|(_, v)| v.as_str())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    // Issue 14, finding 5: 300 unread 1 MB replies pinned 284 MiB per session.
+    #[tokio::test]
+    async fn a_slow_client_holds_at_most_the_queue_bound() {
+        let (queue, mut rx) = mpsc::unbounded_channel();
+        let out = Outgoing {
+            queue,
+            room: Arc::new(Semaphore::new(10)),
+            max: 10,
+        };
+        assert_eq!(out.offer("12345678".into()), Some(true));
+        // No room for another event: dropped, not queued.
+        assert_eq!(out.offer("abc".into()), Some(false));
+        // A reply waits until the writer has sent what is queued.
+        let reply = tokio::spawn({
+            let out = out.clone();
+            async move { out.send("reply".into()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reply.is_finished());
+        let (first, room) = rx.recv().await.unwrap();
+        assert_eq!(first, "12345678");
+        drop(room);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), reply)
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        assert_eq!(rx.recv().await.unwrap().0, "reply");
+        // A frame larger than the bound costs the whole bound (it is never stuck); once the
+        // writer is gone, so is the session.
+        drop(rx);
+        assert_eq!(out.offer("x".repeat(100)), None);
+    }
 }

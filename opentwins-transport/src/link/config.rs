@@ -30,7 +30,10 @@ pub struct LinkConfig {
     /// owner's value (AWS IoT's "device wins for reported, cloud wins for desired").
     #[serde(default)]
     pub owned: Vec<String>,
-    /// The subject the peer's updates are applied as (policies apply to peers too).
+    /// The subject the peer's updates are applied as (policies apply to peers too). Over
+    /// MQTT, `{peer}` in it stands for the topic level the subscribe filter's first `+` matched,
+    /// so each edge publishing to `opentwins/links/{edge}/up` is its own subject
+    /// (`link:{peer}` gives `link:car-1`), and may write only what policies grant it.
     #[serde(default = "default_subject")]
     pub subject: String,
     /// The policy of things a peer's update creates here, when the policy the update names

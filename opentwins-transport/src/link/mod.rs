@@ -228,6 +228,15 @@ impl Links {
                 "an inbox peer cannot be sent to: set direction to \"in\"".into(),
             ));
         }
+        if config.subject.contains(mqtt::PEER)
+            && !matches!(&config.peer, PeerConfig::Mqtt { subscribe: Some(f), .. } if f.split('/').any(|l| l == "+"))
+        {
+            return Err(bad(format!(
+                "the subject '{}' names {} but only an MQTT peer whose subscribe filter has a '+' names peers",
+                config.subject,
+                mqtt::PEER
+            )));
+        }
         let auth = AuthContext::new([config.subject.as_str()]);
         self.remove(&config.name).await?;
         let outbox = if config.direction.sends() {

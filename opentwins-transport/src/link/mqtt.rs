@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentwins_core::policy::AuthContext;
 use paho_mqtt as paho;
 use tokio::sync::{mpsc, watch};
 
@@ -104,6 +105,11 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         });
     }
     let subscribes = subscribe.is_some();
+    let per_peer = config.subject.contains(PEER);
+    let (template, filter) = (
+        config.subject.clone(),
+        subscribe.clone().unwrap_or_default(),
+    );
     let (stop, mut stopped) = watch::channel(false);
     let (c, name, links) = (
         client.clone(),
@@ -138,8 +144,22 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                 _ = stopped.wait_for(|s| *s) => break,
             };
             let Some(inner) = links.upgrade() else { break };
+            let auth = if per_peer {
+                match peer_subject(&template, &filter, msg.topic()) {
+                    Some(auth) => Some(auth),
+                    None => {
+                        tracing::warn!(link = %name, topic = msg.topic(),
+                            "link: the topic names no valid peer subject; update dropped");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             // A refused update is counted by `receive`; the broker has already been answered.
-            let _ = Links { inner }.receive(&name, None, msg.payload()).await;
+            let _ = Links { inner }
+                .receive(&name, auth.as_ref(), msg.payload())
+                .await;
         }
         let _ = c.disconnect(paho::DisconnectOptions::new()).await;
     });
@@ -173,5 +193,40 @@ impl Transport for MqttPeer {
 
     fn ready(&self) -> Option<watch::Receiver<bool>> {
         Some(self.ready.clone())
+    }
+}
+
+/// The placeholder of [`super::LinkConfig::subject`] for the peer a topic names.
+pub(super) const PEER: &str = "{peer}";
+
+/// The subject `template` with [`PEER`] replaced by the level of `topic` that the first `+`
+/// of `filter` matched; `None` if there is none or the result is not a valid subject id.
+fn peer_subject(template: &str, filter: &str, topic: &str) -> Option<AuthContext> {
+    let at = filter.split('/').position(|level| level == "+")?;
+    let peer = topic.split('/').nth(at).filter(|p| !p.is_empty())?;
+    let subject = template.replace(PEER, peer);
+    opentwins_core::policy::validate_subject_id(&subject).ok()?;
+    Some(AuthContext::new([subject]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_names_the_peer() {
+        let filter = "opentwins/links/+/up";
+        let subject =
+            |topic: &str| peer_subject("link:{peer}", filter, topic).map(|a| a.subjects().to_vec());
+        assert_eq!(
+            subject("opentwins/links/car-1/up"),
+            Some(vec!["link:car-1".to_owned()])
+        );
+        assert_eq!(subject("opentwins/links//up"), None);
+        assert_eq!(subject("opentwins/links"), None);
+        assert_eq!(
+            peer_subject("link:{peer}", "fleet/#", "fleet/a").map(|_| ()),
+            None
+        );
     }
 }
