@@ -194,6 +194,9 @@ pub struct FleetLinksConfig {
     pub down_include: Vec<String>,
     /// Paths the hub owns.
     pub owned: Vec<String>,
+    /// The subject an edge's updates are applied as; `{peer}` is the edge named by the topic
+    /// (the `+` of `up`), so each edge may write only what it created or policies grant it.
+    pub subject: String,
 }
 
 impl Default for FleetLinksConfig {
@@ -204,6 +207,7 @@ impl Default for FleetLinksConfig {
             down: "opentwins/links/{instance}/down".into(),
             down_include: vec!["/features/*/desiredProperties".into()],
             owned: vec!["/features/*/desiredProperties".into()],
+            subject: "link:{peer}".into(),
         }
     }
 }

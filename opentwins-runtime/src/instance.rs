@@ -330,6 +330,8 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
             peer: mqtt(down.clone(), Some(fleet.up.clone())),
             direction: Direction::In,
             owned: fleet.owned.clone(),
+            // Each edge is its own subject (`link:car-1`): it writes the things it brought.
+            subject: fleet.subject.clone(),
             ..base("fleet-up")
         });
         all.push(LinkConfig {
