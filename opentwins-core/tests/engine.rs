@@ -1,30 +1,23 @@
 //! The engine end to end, in process: every path level, revisions, preconditions, policies,
 //! events, sinks, limits and restarts.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{LIMIT, cmd, id, put_policy};
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{
-    Action, EventAction, Headers, PolicyCommand, TWIN_PERSISTED, ThingCommand, ThingEvent,
+    Action, EventAction, Headers, TWIN_PERSISTED, ThingCommand, ThingEvent,
 };
 use opentwins_core::store::{SledConfig, SledStore, Store};
-use opentwins_core::{Error, FieldSelector, Pointer, PolicyId, Thing, ThingId};
+use opentwins_core::{Error, FieldSelector, Thing};
 use serde_json::{Value, json};
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 fn alice() -> AuthContext {
     AuthContext::new(["test:alice"])
-}
-
-fn id(s: &str) -> ThingId {
-    ThingId::new(s).unwrap()
-}
-
-fn cmd(thing: &str, action: Action, path: &str, value: Option<Value>) -> ThingCommand {
-    ThingCommand::new(id(thing), action, Pointer::parse(path).unwrap(), value)
 }
 
 async fn run(
@@ -418,21 +411,6 @@ async fn fields_and_metadata_fields() {
             "_revision": 1
         })
     );
-}
-
-async fn put_policy(tw: &Twins, auth: &AuthContext, policy_id: &str, policy: Value) {
-    let c = PolicyCommand {
-        policy_id: PolicyId::new(policy_id).unwrap(),
-        action: Action::Create,
-        path: Pointer::root(),
-        value: Some(policy),
-        headers: Headers::default(),
-    };
-    let out = tokio::time::timeout(LIMIT, tw.apply_policy(auth, c))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(out.response.status, 201);
 }
 
 #[tokio::test]

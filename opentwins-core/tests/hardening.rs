@@ -1,29 +1,21 @@
 //! Regression tests for the hardening findings (issue 14): each reproduces an attack on the
 //! engine and asserts it fails while the legitimate use keeps working.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+
+use common::{LIMIT, cmd, id, put_policy};
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
 use opentwins_core::replica::{Replica, Stamp, Update, changes_for_merge};
 use opentwins_core::store::{Expect, Kind, MemoryStore, Record, Store, WriteOp};
-use opentwins_core::{Error, Pointer, PolicyId, ThingId};
+use opentwins_core::{Error, Pointer, PolicyId};
 use serde_json::{Value, json};
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 fn user(name: &str) -> AuthContext {
     AuthContext::new([format!("test:{name}")])
-}
-
-fn id(s: &str) -> ThingId {
-    ThingId::new(s).unwrap()
-}
-
-fn cmd(thing: &str, action: Action, path: &str, value: Option<Value>) -> ThingCommand {
-    ThingCommand::new(id(thing), action, Pointer::parse(path).unwrap(), value)
 }
 
 async fn run(tw: &Twins, auth: &AuthContext, c: ThingCommand) -> Result<Option<Value>, Error> {
@@ -54,21 +46,6 @@ fn policy(grants: &[(&str, &str, &[&str])]) -> Value {
         );
     }
     json!({ "entries": entries })
-}
-
-async fn put_policy(tw: &Twins, auth: &AuthContext, policy_id: &str, body: Value) {
-    let c = PolicyCommand {
-        policy_id: PolicyId::new(policy_id).unwrap(),
-        action: Action::Create,
-        path: Pointer::root(),
-        value: Some(body),
-        headers: Headers::default(),
-    };
-    let out = tokio::time::timeout(LIMIT, tw.apply_policy(auth, c))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(out.response.status, 201);
 }
 
 /// A peer's update of `thing` merging `patch` at `path`, stamped `wall_ms` by instance `evil`.
