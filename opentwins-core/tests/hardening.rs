@@ -567,4 +567,20 @@ async fn search_sorts_on_what_the_caller_may_read_and_cursors_hold_nothing_else(
         first.items[0]["thingId"], "ns:t3",
         "alice sorts on the secrets"
     );
+    // Alice's cursor holds her last sort value, "aa-secret": sealed, it shows nothing in clear,
+    // and it is hers alone: bob cannot continue her search with it, nor forge one.
+    let token = first.cursor.expect("more pages");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.as_bytes())
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("secret"), "{token}");
+    let next = format!("sort(+attributes/secret),size(1),cursor({token})");
+    let second = tw.search(&alice, None, Some(&next), None).unwrap();
+    assert_eq!(second.items[0]["thingId"], "ns:t2");
+    let stolen = tw.search(&bob, None, Some(&next), None).unwrap_err();
+    assert_eq!(stolen.status(), 400, "{stolen}");
+    let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"v":1,"s":"+attributes/secret","f":"","k":[["aa-secret"]],"t":"ns:t3"}"#);
+    let forged = format!("sort(+attributes/secret),size(1),cursor({plain})");
+    assert!(tw.search(&alice, None, Some(&forged), None).is_err());
 }

@@ -33,6 +33,11 @@ pub struct EngineConfig {
     /// milliseconds. An update carrying a later stamp is refused as a whole: taken in, it would
     /// move this instance's clock there and make every later local write lose or tie.
     pub max_clock_skew_ms: u64,
+    /// Key of the search cursors (64 hex digits). A cursor is the position a search continues
+    /// from, encrypted and authenticated with this key for the caller it was given to. `None`
+    /// (the default): a random key per process, so cursors do not outlive the process; hub
+    /// processes behind one load balancer set the same key.
+    pub cursor_key: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +51,7 @@ impl Default for EngineConfig {
             max_pending_writes: 8192,
             transient: Vec::new(),
             max_clock_skew_ms: 60_000,
+            cursor_key: None,
         }
     }
 }

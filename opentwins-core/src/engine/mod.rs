@@ -14,6 +14,7 @@ mod hot;
 mod policy_cmd;
 mod precondition;
 mod replicate;
+mod seal;
 mod search;
 mod subscribe;
 mod thing_cmd;
@@ -150,6 +151,8 @@ struct Inner {
     quarantined: Vec<Quarantined>,
     /// Set by [`Twins::enable_composition`]: reserved attributes are the composer's.
     composition: AtomicBool,
+    /// Makes search cursors opaque ([`EngineConfig::cursor_key`]).
+    cursors: seal::CursorSeal,
 }
 
 /// A stored record that did not load when the engine opened: the engine starts without it
@@ -186,6 +189,7 @@ impl Twins {
             )));
         }
         let clock = Clock::new(&config.instance_id);
+        let cursors = seal::CursorSeal::new(config.cursor_key.as_deref())?;
         let transient = transient::Transient::parse(&config.transient)?;
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
@@ -264,6 +268,7 @@ impl Twins {
                 transient,
                 quarantined,
                 composition: AtomicBool::new(false),
+                cursors,
             }),
         })
     }

@@ -31,7 +31,10 @@ impl Twins {
         fields: Option<&FieldSelector>,
     ) -> Result<SearchResult> {
         let filter = filter.map(Filter::parse).transpose()?;
-        let options = SearchOptions::parse(options.unwrap_or(""))?;
+        let mut options = SearchOptions::parse(options.unwrap_or(""))?;
+        if let Some(token) = options.cursor.take() {
+            options.cursor = Some(self.inner.cursors.open(auth, &token)?);
+        }
         let mut matches = Vec::new();
         self.visit(auth, filter.as_ref(), |thing, view| {
             matches.push(match view {
@@ -42,7 +45,7 @@ impl Twins {
         let restricted: HashMap<&ThingId, bool> =
             matches.iter().map(|(t, r)| (t.id(), *r)).collect();
         // Sorted on what the caller may read: neither the order nor a cursor (which holds the
-        // last item's sort values) tells anything about values hidden from it.
+        // last item's sort values, sealed for this caller) tells anything about hidden values.
         let page = query::search(matches.iter().map(|(t, _)| t), None, &options)?;
         let items = page
             .items
@@ -51,7 +54,7 @@ impl Twins {
             .collect();
         Ok(SearchResult {
             items,
-            cursor: page.cursor,
+            cursor: page.cursor.map(|c| self.inner.cursors.seal(auth, &c)),
         })
     }
 
