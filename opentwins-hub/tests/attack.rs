@@ -4,6 +4,7 @@
 //! within a second during the flood, nothing unauthorised may change, and the store must load
 //! again at the next start.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -219,16 +220,22 @@ async fn the_hub_survives_the_attack_classes_and_nothing_unauthorised_changes() 
         api.refused(Who::Alice, "PUT", "/api/2/things/sec:alice-van", Some(van)).await;
 
         // A flood: deep selectors, wrong passwords and writes at once, with /health timed.
+        // From another loopback address: the password throttle counts per client address.
+        let attacker = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
         let mut flood = Vec::new();
         for n in 0..240 {
-            let (client, base, fields) = (api.client.clone(), api.base.clone(), deep_fields.clone());
+            let (client, base, fields) = (attacker.clone(), api.base.clone(), deep_fields.clone());
             flood.push(tokio::spawn(async move {
                 let api = Api { client, base };
-                match n % 3 {
+                let status = match n % 3 {
                     0 => api.call(Who::Anonymous, "GET", &format!("/api/2/things/{CAR}?fields={fields}"), None).await.0,
                     1 => api.call(Who::WrongPassword, "GET", &format!("/api/2/things/{CAR}"), None).await.0,
                     _ => api.call(Who::Anonymous, "PUT", &format!("/api/2/things/sec:flood-{n}"), Some("{}".into())).await.0,
-                }
+                };
+                (n % 3 == 1, status)
             }));
         }
         let mut slowest = Duration::ZERO;
@@ -240,10 +247,19 @@ async fn the_hub_survives_the_attack_classes_and_nothing_unauthorised_changes() 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(slowest < Duration::from_secs(1), "/health took {slowest:?} during the flood");
+        let mut guesses = HashMap::new();
         for task in flood {
-            let status = task.await.unwrap();
-            assert!([201, 400, 401, 503].contains(&status), "flood answer {status}");
+            let (guess, status) = task.await.unwrap();
+            if guess {
+                assert!([401, 429, 503].contains(&status), "wrong password answered {status}");
+                *guesses.entry(status).or_insert(0) += 1;
+            } else {
+                assert!([201, 400, 401, 503].contains(&status), "flood answer {status}");
+            }
         }
+        // 80 wrong passwords from one address: at most the minute's 10 were checked.
+        assert!(guesses.get(&401).copied().unwrap_or(0) <= 10, "{guesses:?}");
+        assert!(guesses.get(&429).copied().unwrap_or(0) >= 60, "{guesses:?}");
         assert_eq!(api.secret().await, "s3");
 
         // The store loads again: every accepted write was loadable.

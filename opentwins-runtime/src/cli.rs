@@ -67,11 +67,16 @@ pub fn main(role: Role) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let scheme = if config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     runtime.block_on(async {
         let instance = Instance::start(config).await?;
         if let Some(addr) = instance.http_addr() {
             // One line on stdout that scripts and tests wait for.
-            println!("listening on http://{addr}");
+            println!("listening on {scheme}://{addr}");
         }
         signal().await;
         tracing::info!("shutting down");

@@ -16,7 +16,10 @@ use opentwins_core::store::SledStore;
 use opentwins_core::{ErrorKind, Pointer, PolicyId, ThingId, Twins};
 use opentwins_infer::{LaneModel, Processor, ProcessorHandle};
 use opentwins_transport::http::metrics::Registry;
-use opentwins_transport::http::{HttpState, TokenConfig, app, generate_token, hash_token, serve};
+use opentwins_transport::http::{
+    HttpState, ServeLimits, TlsAcceptor, TokenConfig, app, generate_token, hash_token, serve_tls,
+    serve_with,
+};
 use opentwins_transport::link::{Direction, LinkConfig, Links, PeerConfig};
 use opentwins_transport::mqtt::{MqttBridge, MqttHandle};
 
@@ -421,11 +424,23 @@ async fn start_http(
     if config.enable.dashboard {
         router = router.merge(crate::dashboard::router(&config.instance_id));
     }
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(TlsAcceptor::new)
+        .transpose()
+        .context("HTTP TLS configuration")?;
     let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = serve(listener, router, shutdown).await {
+        let limits = ServeLimits::default();
+        let served = match tls {
+            Some(tls) => serve_tls(listener, router, shutdown, limits, tls).await,
+            None => serve_with(listener, router, shutdown, limits).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -33,11 +33,13 @@ pub fn sibling_binary(name: &str) -> std::io::Result<PathBuf> {
 pub struct Process {
     child: Child,
     addr: SocketAddr,
+    /// `http` or `https`, as the process announced it.
+    scheme: &'static str,
 }
 
 impl Process {
     /// Starts `binary --config {config}` with `env` and waits (up to `timeout`) for its
-    /// `listening on http://..` line. Its log goes to this process's stderr.
+    /// `listening on http(s)://..` line. Its log goes to this process's stderr.
     pub fn spawn(
         binary: &Path,
         config: &Path,
@@ -53,7 +55,7 @@ impl Process {
     }
 
     /// Starts `command` (an instance binary with its arguments, or an emulator running one)
-    /// with stdout piped and waits (up to `timeout`) for its `listening on http://..` line.
+    /// with stdout piped and waits (up to `timeout`) for its `listening on http(s)://..` line.
     pub fn start(mut command: Command, timeout: Duration) -> std::io::Result<Process> {
         let program = command.get_program().to_owned();
         // stderr (the log) is inherited unless the command redirects it.
@@ -62,13 +64,19 @@ impl Process {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.trim().to_owned());
+                let Some(url) = line.strip_prefix("listening on ") else {
+                    continue;
+                };
+                let announced = [("http://", "http"), ("https://", "https")]
+                    .into_iter()
+                    .find_map(|(prefix, scheme)| Some((scheme, url.strip_prefix(prefix)?)));
+                if let Some((scheme, addr)) = announced {
+                    let _ = tx.send((scheme, addr.trim().to_owned()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(timeout) {
-            Ok(addr) => addr,
+        let (scheme, addr) = match rx.recv_timeout(timeout) {
+            Ok(announced) => announced,
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait()?;
@@ -81,7 +89,11 @@ impl Process {
         let addr = addr
             .parse()
             .map_err(|e| std::io::Error::other(format!("bad address '{addr}': {e}")))?;
-        Ok(Process { child, addr })
+        Ok(Process {
+            child,
+            addr,
+            scheme,
+        })
     }
 
     /// Where its HTTP API listens.
@@ -89,9 +101,9 @@ impl Process {
         self.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}`, or `https://{addr}` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Its process id.

@@ -3,7 +3,9 @@
 //! caller's [`AuthContext`]; every command then goes through the engine's policy check with it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -55,10 +57,12 @@ pub(crate) enum AuthFailure {
     Invalid(&'static str),
     /// Every password check slot is taken (a flood of Basic attempts): try again later.
     Busy,
+    /// This client sent too many wrong passwords: no check before this long.
+    Throttled(Duration),
 }
 
 /// How long a Basic request waits for a password check slot before it is answered 503.
-const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const HASH_WAIT: Duration = Duration::from_secs(2);
 
 struct User {
     phc: String,
@@ -79,6 +83,8 @@ pub(crate) struct Authenticator {
     /// Argon2 checks running at once: one per core. Each costs ~19 MiB and tens of ms, so an
     /// unbounded number would let a flood of wrong passwords exhaust memory.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Wrong passwords per client address.
+    failures: Throttle,
 }
 
 impl Authenticator {
@@ -148,13 +154,16 @@ impl Authenticator {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             )),
+            failures: Throttle::new(config.failed_logins_per_minute),
         })
     }
 
-    /// The caller of a request with these headers.
+    /// The caller of a request with these headers from `client` (the peer's address; `None`
+    /// when unknown, as for a router called in-process: then no throttling).
     pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
+        client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthFailure> {
         if let Some(name) = &self.pre_auth
             && let Some(value) = headers.get(name)
@@ -183,7 +192,20 @@ impl Authenticator {
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            self.basic(rest).await
+            // The attempt is counted before its check, so concurrent guesses cannot all slip
+            // in under the limit; a success forgets the count, an undecided one is refunded.
+            if let Some(client) = client {
+                self.failures.begin(client).map_err(AuthFailure::Throttled)?;
+            }
+            let result = self.basic(rest).await;
+            if let Some(client) = client {
+                match &result {
+                    Err(AuthFailure::Invalid(_)) => {}
+                    Ok(_) => self.failures.succeeded(client),
+                    Err(_) => self.failures.refund(client),
+                }
+            }
+            result
         } else if scheme.eq_ignore_ascii_case("bearer") {
             self.tokens
                 .get(&hash_token(rest))
@@ -218,7 +240,7 @@ impl Authenticator {
         let known = self
             .verified
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .is_some_and(|d| constant_time_eq(d, &digest));
         if !known {
@@ -227,7 +249,7 @@ impl Authenticator {
             }
             self.verified
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(name.to_owned(), digest);
         }
         Ok(user.context.clone())
@@ -248,6 +270,82 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         Ok(ok)
+    }
+}
+
+/// How long a client's count of wrong passwords lasts.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses tracked at once; beyond it (a flood from very many addresses) new ones are
+/// not throttled, and the password check slots still bound the work.
+const MAX_TRACKED: usize = 65_536;
+
+/// Counts wrong passwords per client address in fixed one-minute windows.
+struct Throttle {
+    limit: u32,
+    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Throttle {
+    fn new(limit: u32) -> Self {
+        Throttle {
+            limit,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt of `client`; `Err(wait)` when it used up its attempts for the
+    /// current window.
+    fn begin(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if clients.len() >= MAX_TRACKED && !clients.contains_key(&key(client)) {
+            clients.retain(|_, (start, _)| now.duration_since(*start) < THROTTLE_WINDOW);
+            if clients.len() >= MAX_TRACKED {
+                return Ok(());
+            }
+        }
+        let (start, count) = clients.entry(key(client)).or_insert((now, 0));
+        let elapsed = now.duration_since(*start);
+        if elapsed >= THROTTLE_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= self.limit {
+            return Err(THROTTLE_WINDOW - elapsed);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Gives back an attempt that was not decided (no password check slot was free).
+    fn refund(&self, client: IpAddr) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, count)) = clients.get_mut(&key(client)) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn succeeded(&self, client: IpAddr) {
+        if self.limit > 0 {
+            self.clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key(client));
+        }
+    }
+}
+
+/// The address a client is counted under: IPv4 as is, IPv6 by its /64 (one host commonly
+/// holds a whole /64, so single addresses would cost an attacker nothing).
+fn key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
     }
 }
 
@@ -307,18 +405,97 @@ mod tests {
             .await
             .unwrap();
         for (user, password) in [("alice", "s3cret"), ("nobody", "x")] {
-            let got = tokio::time::timeout(HASH_WAIT * 3, a.authenticate(&basic(user, password)))
+            let got = tokio::time::timeout(HASH_WAIT * 3, a.authenticate(&basic(user, password), None))
                 .await
                 .expect("a bounded wait");
             assert!(matches!(got, Err(AuthFailure::Busy)), "{user}");
         }
         drop(held);
-        a.authenticate(&basic("alice", "s3cret")).await.unwrap();
+        a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
         assert_eq!(
             a.hashing.available_permits(),
             slots,
             "every slot is given back"
         );
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_throttled_per_client_address() {
+        let config = AuthConfig {
+            users: vec![UserConfig {
+                name: "alice".into(),
+                password_hash: hash_password("s3cret"),
+                subjects: vec![],
+            }],
+            failed_logins_per_minute: 3,
+            ..AuthConfig::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        let (mallory, alice): (IpAddr, IpAddr) =
+            ("10.0.0.7".parse().unwrap(), "10.0.0.8".parse().unwrap());
+        for _ in 0..3 {
+            let got = a.authenticate(&basic("alice", "guess"), Some(mallory)).await;
+            assert!(matches!(got, Err(AuthFailure::Invalid(_))), "{got:?}");
+        }
+        // The fourth attempt is not checked at all, even with the right password.
+        for password in ["guess", "s3cret"] {
+            let got = a.authenticate(&basic("alice", password), Some(mallory)).await;
+            match got {
+                Err(AuthFailure::Throttled(wait)) => assert!(wait <= THROTTLE_WINDOW),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Concurrent guesses from a fresh address: no more than the limit are checked.
+        let a = Arc::new(a);
+        let eve: IpAddr = "10.0.0.9".parse().unwrap();
+        let guesses: Vec<_> = (0..12)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.authenticate(&basic("alice", "x"), Some(eve)).await })
+            })
+            .collect();
+        let mut checked = 0;
+        for guess in guesses {
+            match guess.await.unwrap() {
+                Err(AuthFailure::Invalid(_)) => checked += 1,
+                Err(AuthFailure::Throttled(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(checked, 3);
+        // Other addresses, bearer tokens and in-process callers are not affected.
+        a.authenticate(&basic("alice", "s3cret"), Some(alice))
+            .await
+            .unwrap();
+        a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
+        // An IPv6 client is counted by its /64, an IPv4-mapped one as its IPv4 address.
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            key("2001:db8:1:2:bbbb::9".parse().unwrap())
+        );
+        assert_ne!(
+            key("2001:db8:1:2::1".parse().unwrap()),
+            key("2001:db8:1:3::1".parse().unwrap())
+        );
+        assert_eq!(key("::ffff:10.0.0.7".parse().unwrap()), mallory);
+        // A successful login forgets earlier failures; an undecided attempt is given back.
+        for _ in 0..2 {
+            a.failures.begin(alice).unwrap();
+        }
+        a.authenticate(&basic("alice", "s3cret"), Some(alice))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            a.failures.begin(alice).unwrap();
+        }
+        assert!(a.failures.begin(alice).is_err());
+        a.failures.refund(alice);
+        a.failures.begin(alice).unwrap();
+        // 0 turns the throttle off.
+        let off = Throttle::new(0);
+        for _ in 0..100 {
+            off.begin(mallory).unwrap();
+        }
     }
 
     #[tokio::test]
@@ -339,29 +516,29 @@ mod tests {
         let a = Authenticator::new(&config).unwrap();
         for _ in 0..2 {
             // The second round hits the verified-password cache.
-            let ctx = a.authenticate(&basic("alice", "s3cret")).await.unwrap();
+            let ctx = a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
             assert_eq!(ctx.subjects(), ["basic:alice", "group:ops"]);
         }
         assert!(matches!(
-            a.authenticate(&basic("alice", "wrong")).await,
+            a.authenticate(&basic("alice", "wrong"), None).await,
             Err(AuthFailure::Invalid(_))
         ));
         assert!(matches!(
-            a.authenticate(&basic("bob", "s3cret")).await,
+            a.authenticate(&basic("bob", "s3cret"), None).await,
             Err(AuthFailure::Invalid(_))
         ));
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-42"));
         assert_eq!(
-            a.authenticate(&h).await.unwrap().subjects(),
+            a.authenticate(&h, None).await.unwrap().subjects(),
             ["token:vehicle-42"]
         );
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-43"));
-        assert!(a.authenticate(&h).await.is_err());
+        assert!(a.authenticate(&h, None).await.is_err());
         h.insert(AUTHORIZATION, HeaderValue::from_static("Digest x"));
-        assert!(a.authenticate(&h).await.is_err());
+        assert!(a.authenticate(&h, None).await.is_err());
         assert_eq!(
-            a.authenticate(&HeaderMap::new()).await,
+            a.authenticate(&HeaderMap::new(), None).await,
             Err(AuthFailure::Missing)
         );
         let mut h = HeaderMap::new();
@@ -370,11 +547,11 @@ mod tests {
             HeaderValue::from_static("proxy:carol, group:x"),
         );
         assert_eq!(
-            a.authenticate(&h).await.unwrap().subjects(),
+            a.authenticate(&h, None).await.unwrap().subjects(),
             ["proxy:carol", "group:x"]
         );
         h.insert("x-opentwins-subject", HeaderValue::from_static("nocolon"));
-        assert!(a.authenticate(&h).await.is_err());
+        assert!(a.authenticate(&h, None).await.is_err());
 
         let anon = Authenticator::new(&AuthConfig {
             anonymous: true,
@@ -382,14 +559,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            anon.authenticate(&HeaderMap::new())
+            anon.authenticate(&HeaderMap::new(), None)
                 .await
                 .unwrap()
                 .subjects(),
             ["anonymous:anonymous"]
         );
         // Wrong credentials never fall back to anonymous.
-        assert!(anon.authenticate(&basic("x", "y")).await.is_err());
+        assert!(anon.authenticate(&basic("x", "y"), None).await.is_err());
     }
 
     #[test]

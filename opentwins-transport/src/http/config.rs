@@ -41,6 +41,24 @@ pub struct HttpConfig {
     /// Origins (`scheme://host[:port]`) whose browser pages may change state or open `/ws/2`
     /// besides the API's own origin (a page served by this instance, such as the dashboard).
     pub allowed_origins: Vec<String>,
+    /// Serve HTTPS instead of plain HTTP (`None`, the default: plain HTTP, for loopback or
+    /// behind a TLS-terminating proxy).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS of the HTTP API: PEM files read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The server certificate, followed by its intermediate CA certificates.
+    pub certificate: std::path::PathBuf,
+    /// The certificate's private key (unencrypted PEM; keep it readable by the service only).
+    pub private_key: std::path::PathBuf,
+    /// CA certificates whose client certificates are accepted. When set, every client must
+    /// present one (mutual TLS) before any request; the client is then authenticated as
+    /// usual (Basic, bearer token), the certificate only admits the connection.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -58,6 +76,7 @@ impl Default for HttpConfig {
             composition_limits: ComposeConfig::default(),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -80,6 +99,11 @@ pub struct AuthConfig {
     pub anonymous_subject: String,
     /// The realm named in `WWW-Authenticate`.
     pub realm: String,
+    /// Wrong Basic passwords one client address (an IPv6 client: its /64) may send per minute;
+    /// beyond it the address is answered 429 without a password check until its minute is
+    /// over. 0 turns the throttle off (e.g. behind a proxy that every client shares: there,
+    /// throttle at the proxy).
+    pub failed_logins_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -91,6 +115,7 @@ impl Default for AuthConfig {
             anonymous: false,
             anonymous_subject: "anonymous:anonymous".to_owned(),
             realm: "opentwins".to_owned(),
+            failed_logins_per_minute: 10,
         }
     }
 }

@@ -26,18 +26,19 @@ pub mod metrics;
 mod policies;
 mod request;
 mod search;
+mod serve;
 mod sse;
 mod things;
 mod ws;
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -48,7 +49,8 @@ use opentwins_core::compose::Composer;
 use opentwins_core::policy::AuthContext;
 
 pub use auth::{generate_token, hash_password, hash_token};
-pub use config::{AuthConfig, HttpConfig, TokenConfig, UserConfig};
+pub use config::{AuthConfig, HttpConfig, ServerTlsConfig, TokenConfig, UserConfig};
+pub use serve::{SHUTDOWN_GRACE, ServeLimits, TlsAcceptor, serve, serve_tls, serve_with};
 use error::ApiError;
 use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 
@@ -59,10 +61,6 @@ pub enum HttpError {
     #[error("invalid HTTP configuration: {0}")]
     Config(String),
 }
-
-/// How long [`serve`] lets open requests (SSE streams, WebSockets, writes waiting for
-/// durability) finish after the shutdown signal before it closes them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything the handlers share: the engine, the configuration, the credentials and the
 /// metrics. Cheap to clone.
@@ -263,12 +261,31 @@ impl FromRequestParts<HttpState> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &HttpState) -> Result<Self, Response> {
-        match st.inner.auth.authenticate(&parts.headers).await {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        match st.inner.auth.authenticate(&parts.headers, client).await {
             Ok(caller) => Ok(Caller(caller)),
             Err(failure) => {
                 let why = match failure {
                     auth::AuthFailure::Missing => "no credentials were given",
                     auth::AuthFailure::Invalid(why) => why,
+                    auth::AuthFailure::Throttled(wait) => {
+                        tracing::info!(?client, "authentication throttled");
+                        let mut response = ApiError::new(
+                            429,
+                            "gateway:authentication.throttled",
+                            "Too many wrong passwords from this address; try again later.",
+                            "Wait for the time in Retry-After before the next attempt.",
+                        )
+                        .into_response();
+                        let secs = wait.as_secs().max(1).to_string();
+                        if let Ok(value) = HeaderValue::from_str(&secs) {
+                            response.headers_mut().insert(RETRY_AFTER, value);
+                        }
+                        return Err(response);
+                    }
                     auth::AuthFailure::Busy => {
                         return Err(ApiError::new(
                             503,
@@ -363,105 +380,6 @@ fn compose_routes() -> Router<HttpState> {
         )
         .route("/api/2/twins/{twin_id}/tree", any(compose::twin_tree))
         .route("/api/2/twins/{twin_id}/duplicate", any(compose::duplicate))
-}
-
-/// What the server lets one client hold: how long the request head may take to arrive, and
-/// how many connections may be open at once (further ones are closed at accept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeLimits {
-    /// From the first byte of a request to the end of its headers (slow-loris defence).
-    pub header_read_timeout: Duration,
-    /// Open connections, WebSockets and SSE streams included.
-    pub max_connections: usize,
-}
-
-impl Default for ServeLimits {
-    fn default() -> Self {
-        ServeLimits {
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
-}
-
-/// Serves `app` on `listener` with the default [`ServeLimits`] until `shutdown` completes;
-/// open requests then get [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with(listener, app, shutdown, ServeLimits::default()).await
-}
-
-/// [`serve`] with explicit limits: HTTP/1.1 (with upgrades, for `/ws/2`) over hyper.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    limits: ServeLimits,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let (tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let mut connections = tokio::task::JoinSet::new();
-    let mut stopping = stop.clone();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "HTTP server: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stopping) => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                limits.max_connections,
-                "HTTP server: connection limit reached"
-            );
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
-        let mut stop = stop.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-    }
-    let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
-        tracing::info!("HTTP server: closing connections still open after the grace period");
-    }
-    Ok(())
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The route templates of [`app`], so a matched path maps to a `&'static str` label.
