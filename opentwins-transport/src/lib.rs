@@ -7,3 +7,4 @@ pub mod http;
 pub mod link;
 pub mod metrics;
 pub mod mqtt;
+mod protocol;

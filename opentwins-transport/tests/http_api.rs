@@ -148,7 +148,7 @@ async fn things_every_level() {
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.header("location"), Some("/api/2/things/t.every:car"));
-    assert_eq!(r.header("etag"), Some("\"rev:1\""));
+    assert_eq!(r.header("etag"), Some("\"rev:1\""), "{:?}", r.headers);
     assert!(r.header("correlation-id").is_some());
     assert_eq!(r.json()["thingId"], "t.every:car");
     assert_eq!(r.json()["policyId"], "t.every:car");
@@ -156,7 +156,7 @@ async fn things_every_level() {
     let r = get(&app, "/api/2/things/t.every:car").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["attributes"]["brand"], "x");
-    assert_eq!(r.header("etag"), Some("\"rev:1\""));
+    assert_eq!(r.header("etag"), Some("\"rev:1\""), "{:?}", r.headers);
 
     // Every sub-resource: PUT creates (201 + Location), PUT again modifies (204), GET reads.
     let levels = [
@@ -1137,4 +1137,138 @@ async fn health_metrics_anonymous_and_pre_authenticated() {
         t.contains(r#"opentwins_http_events_sent_total{transport="sse"} 0"#),
         "{t}"
     );
+}
+
+// Issue 14, "shape while you are there": routes are registered per method, so a method a route
+// does not serve is 405 Ditto JSON with `Allow` (after authentication), every rejection of a
+// request part is Ditto JSON, and requests are counted under the route template that matched.
+#[tokio::test]
+async fn methods_rejections_and_route_labels() {
+    let app = test_app();
+    let thing = "/api/2/things/t.routes:a";
+    let r = call(&app, "PUT", thing, Some(&alice()), &[], Some("{}")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // 405 names the methods the route serves.
+    let r = call(&app, "POST", thing, Some(&alice()), &[], Some("{}")).await;
+    r.error(405, "gateway:method.notallowed");
+    let allow = r.header("allow").unwrap_or_default().to_owned();
+    for m in ["GET", "HEAD", "PUT", "PATCH", "DELETE"] {
+        assert!(allow.contains(m), "{allow}");
+    }
+    assert!(!allow.contains("POST"), "{allow}");
+    let r = call(
+        &app,
+        "PATCH",
+        "/api/2/policies/t.routes:a",
+        Some(&alice()),
+        &[],
+        Some("{}"),
+    )
+    .await;
+    r.error(405, "gateway:method.notallowed");
+    assert!(!r.header("allow").unwrap().contains("PATCH"));
+    // Without credentials: 401 first, as before.
+    call(&app, "DELETE", "/api/2/search/things", None, &[], None)
+        .await
+        .error(401, "gateway:authentication.failed");
+    // /health and /metrics need no credentials, and answer other methods in Ditto JSON too
+    // (axum's own 405 had no body).
+    let r = call(&app, "POST", "/health", None, &[], None).await;
+    r.error(405, "gateway:method.notallowed");
+    assert!(r.header("allow").unwrap().contains("GET"));
+    call(&app, "DELETE", "/metrics", None, &[], None)
+        .await
+        .error(405, "gateway:method.notallowed");
+
+    // A path that does not decode is 400 Ditto JSON on every route (the connections routes
+    // answered axum's plain text).
+    for uri in [
+        "/api/2/things/t.routes:%FF",
+        "/api/2/policies/t.routes:%FF/entries",
+        "/api/2/connections/%FF",
+        "/api/2/history/things/t.routes:%FF",
+    ] {
+        call(&app, "GET", uri, Some(&alice()), &[], None)
+            .await
+            .error(400, "gateway:request.invalid");
+    }
+
+    // HEAD is GET without the body.
+    let r = call(&app, "HEAD", thing, Some(&alice()), &[], None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.is_empty());
+    assert_eq!(r.header("etag"), Some("\"rev:1\""), "{:?}", r.headers);
+
+    // Every level of a thing and of a policy has its own route template.
+    let r = call(
+        &app,
+        "PUT",
+        &format!("{thing}/features/f"),
+        Some(&alice()),
+        &[],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(
+        &app,
+        "PUT",
+        &format!("{thing}/features/f/properties/x/y"),
+        Some(&alice()),
+        &[],
+        Some("1"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    call(
+        &app,
+        "GET",
+        &format!("{thing}/nowhere/x"),
+        Some(&alice()),
+        &[],
+        None,
+    )
+    .await
+    .error(404, "things:path.unknown");
+    call(
+        &app,
+        "GET",
+        &format!("{thing}/features/f/nowhere"),
+        Some(&alice()),
+        &[],
+        None,
+    )
+    .await
+    .error(404, "things:path.unknown");
+    let r = call(
+        &app,
+        "GET",
+        "/api/2/policies/t.routes:a/entries/DEFAULT/resources/thing:/",
+        Some(&alice()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let metrics = call(&app, "GET", "/metrics", None, &[], None).await.text;
+    for series in [
+        r#"{method="PUT",route="/api/2/things/{thingId}",status="201"} 1"#,
+        r#"{method="POST",route="/api/2/things/{thingId}",status="405"} 1"#,
+        r#"{method="HEAD",route="/api/2/things/{thingId}",status="200"} 1"#,
+        r#"{method="PATCH",route="/api/2/policies/{policyId}",status="405"} 1"#,
+        r#"{method="DELETE",route="/api/2/search/things",status="401"} 1"#,
+        r#"{method="POST",route="/health",status="405"} 1"#,
+        r#"{method="GET",route="/api/2/connections/{name}",status="400"} 1"#,
+        r#"{method="PUT",route="/api/2/things/{thingId}/features/{featureId}",status="201"} 1"#,
+        r#"{method="PUT",route="/api/2/things/{thingId}/features/{featureId}/properties/{*path}",status="201"} 1"#,
+        r#"{method="GET",route="/api/2/things/{thingId}/{*unknown}",status="404"} 2"#,
+        r#"{method="GET",route="/api/2/policies/{policyId}/entries/{label}/resources/{*resource}",status="200"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(&format!("opentwins_http_requests_total{series}")),
+            "{series} missing in\n{metrics}"
+        );
+    }
 }

@@ -24,10 +24,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::compose::{ComposeError, NewTree, search_json};
 use opentwins_core::protocol::Headers;
@@ -35,95 +32,33 @@ use opentwins_core::{Error, FieldSelector, ThingId};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::request::{Params, command_headers, parse_json, read_body, reply, timeout};
-use super::things::require_json;
-use super::{Caller, HttpState, RouteLabel};
+use super::extract::{Command, DittoPath, OptionalJson};
+use super::request::{Params, reply, timeout};
+use super::{Caller, HttpState};
 
-/// What every composition route reads from its request.
-struct Req {
-    method: Method,
-    params: Params,
-    headers: HeaderMap,
-    /// The command headers (correlation id, timeout) echoed in the answer.
-    command: Headers,
-    body: Body,
-    wait: Duration,
+/// How long an operation may take: the request's `timeout`, else `http.default_timeout_ms`.
+fn wait(st: &HttpState, c: &Command) -> Duration {
+    timeout(&c.headers, st.config().default_timeout_ms)
 }
 
-impl Req {
-    fn new(st: &HttpState, req: Request) -> Result<Req, ApiError> {
-        let (parts, body) = req.into_parts();
-        let params = Params::parse(parts.uri.query());
-        let command = command_headers(&parts.headers, &params, false)?;
-        let wait = timeout(&command, st.config().default_timeout_ms);
-        Ok(Req {
-            method: parts.method,
-            params,
-            headers: parts.headers,
-            command,
-            body,
-            wait,
-        })
+/// A boolean query parameter (`true` / `false`).
+fn flag(params: &Params, name: &str, default: bool) -> Result<bool, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::new(
+            400,
+            "gateway:query.param.invalid",
+            format!("The query parameter '{name}' must be 'true' or 'false', not '{other}'."),
+            "Check the query parameters.",
+        )),
     }
+}
 
-    /// The JSON body; `None` when it is empty.
-    async fn json(self, st: &HttpState) -> Result<(Req, Option<Value>), ApiError> {
-        let Req {
-            method,
-            params,
-            headers,
-            command,
-            body,
-            wait,
-        } = self;
-        let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
-        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            require_json(&headers)?;
-            Some(parse_json(&bytes)?)
-        };
-        let rest = Req {
-            method,
-            params,
-            headers,
-            command,
-            body: Body::empty(),
-            wait,
-        };
-        Ok((rest, value))
-    }
-
-    fn fields(&self) -> Result<Option<FieldSelector>, ApiError> {
-        self.params.fields()
-    }
-
-    /// A boolean query parameter (`true` / `false`).
-    fn flag(&self, name: &str, default: bool) -> Result<bool, ApiError> {
-        match self.params.get(name) {
-            None => Ok(default),
-            Some("true") => Ok(true),
-            Some("false") => Ok(false),
-            Some(other) => Err(ApiError::new(
-                400,
-                "gateway:query.param.invalid",
-                format!("The query parameter '{name}' must be 'true' or 'false', not '{other}'."),
-                "Check the query parameters.",
-            )),
-        }
-    }
-
-    fn only(&self, allowed: &[Method]) -> Result<(), ApiError> {
-        if allowed.contains(&self.method) {
-            Ok(())
-        } else {
-            Err(ApiError::method(self.method.as_str()))
-        }
-    }
-
-    fn ok(&self, status: u16, value: Option<Value>, location: Option<&str>) -> Response {
-        reply(status, value, &self.command, location)
-    }
+/// The answer with the request's correlation id.
+fn ok(c: &Command, status: u16, value: Option<Value>, location: Option<&str>) -> Response {
+    reply(status, value, &c.headers, location)
 }
 
 fn api(e: ComposeError) -> ApiError {
@@ -132,15 +67,6 @@ fn api(e: ComposeError) -> ApiError {
 
 fn id(s: &str) -> Result<ThingId, ApiError> {
     Ok(ThingId::new(s)?)
-}
-
-fn path_error(e: PathRejection) -> ApiError {
-    ApiError::new(
-        400,
-        "gateway:request.invalid",
-        format!("The request path is not valid: {e}."),
-        "Check the encoding of the path.",
-    )
 }
 
 /// Runs an operation in its own task and waits for it at most `wait`.
@@ -164,11 +90,9 @@ where
     }
 }
 
-/// The answer, labelled with the route template for metrics.
-fn finish(label: &'static str, result: Result<Response, ApiError>) -> Response {
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+/// The answer, or the error's.
+fn finish(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
@@ -177,22 +101,21 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
 
 /// A search answer for one page, from a synchronous listing.
 fn page(
-    req: &Req,
+    c: &Command,
     list: impl FnOnce(
         Option<&str>,
         Option<&str>,
         Option<&FieldSelector>,
     ) -> Result<opentwins_core::engine::SearchResult, ComposeError>,
 ) -> Result<Response, ApiError> {
-    req.only(&[Method::GET])?;
-    let fields = req.fields()?;
+    let fields = c.params.fields()?;
     let result = list(
-        req.params.get("filter"),
-        req.params.get("option"),
+        c.params.get("filter"),
+        c.params.get("option"),
         fields.as_ref(),
     )
     .map_err(api)?;
-    Ok(req.ok(200, Some(search_json(result)), None))
+    Ok(ok(c, 200, Some(search_json(result)), None))
 }
 
 /// The caller's request body as a [`NewTree`].
@@ -211,100 +134,108 @@ fn new_tree(body: Option<Value>) -> Result<NewTree, ApiError> {
 pub(super) async fn types(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    req: Request,
+    c: Command,
 ) -> Response {
-    let result = Req::new(&st, req)
-        .and_then(|r| page(&r, |f, o, s| st.composer().list_types(&auth, f, o, s)));
-    finish("/api/2/types", result)
+    finish(page(&c, |f, o, s| st.composer().list_types(&auth, f, o, s)))
 }
 
-/// `/api/2/types/{typeId}`: GET, PUT, DELETE.
-pub(super) async fn type_one(
+/// `GET /api/2/types/{typeId}`.
+pub(super) async fn get_type(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET, Method::PUT, Method::DELETE])?;
-        let t = id(&t)?;
-        let c = st.composer().clone();
-        match r.method {
-            Method::GET => {
-                let fields = r.fields()?;
-                let v = detached(r.wait, async move {
-                    c.get_type(&auth, &t, fields.as_ref()).await
-                })
-                .await?;
-                Ok(r.ok(200, Some(v), None))
-            }
-            Method::PUT => {
-                let (r, body) = r.json(&st).await?;
-                let body = body.ok_or_else(|| {
-                    api(ComposeError::Invalid("A type needs a JSON body.".into()))
-                })?;
-                let location = format!("/api/2/types/{t}");
-                let out =
-                    detached(r.wait, async move { c.put_type(&auth, &t, body).await }).await?;
-                let res = out.response;
-                let location = (res.status == 201).then_some(location.as_str());
-                let headers = Headers {
-                    etag: res.headers.etag,
-                    ..r.command.clone()
-                };
-                Ok(reply(res.status, res.value, &headers, location))
-            }
-            _ => {
-                detached(r.wait, async move { c.delete_type(&auth, &t).await }).await?;
-                Ok(r.ok(204, None, None))
-            }
-        }
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let fields = c.params.fields()?;
+        let v = detached(wait(&st, &c), async move {
+            composer.get_type(&auth, &t, fields.as_ref()).await
+        })
+        .await?;
+        Ok(ok(&c, 200, Some(v), None))
     }
     .await;
-    finish("/api/2/types/{typeId}", result)
+    finish(result)
+}
+
+/// `PUT /api/2/types/{typeId}`: creates or replaces a type, keeping its composition.
+pub(super) async fn put_type(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+    OptionalJson(body): OptionalJson,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let body =
+            body.ok_or_else(|| api(ComposeError::Invalid("A type needs a JSON body.".into())))?;
+        let location = format!("/api/2/types/{t}");
+        let out = detached(wait(&st, &c), async move {
+            composer.put_type(&auth, &t, body).await
+        })
+        .await?;
+        let res = out.response;
+        let location = (res.status == 201).then_some(location.as_str());
+        let headers = Headers {
+            etag: res.headers.etag,
+            ..c.headers.clone()
+        };
+        Ok(reply(res.status, res.value, &headers, location))
+    }
+    .await;
+    finish(result)
+}
+
+/// `DELETE /api/2/types/{typeId}`.
+pub(super) async fn delete_type(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        detached(wait(&st, &c), async move {
+            composer.delete_type(&auth, &t).await
+        })
+        .await?;
+        Ok(ok(&c, 204, None, None))
+    }
+    .await;
+    finish(result)
 }
 
 /// `GET /api/2/types/{typeId}/children`.
 pub(super) async fn type_children(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let list = detached(r.wait, async move { c.type_children(&auth, &t).await }).await?;
-        Ok(r.ok(200, Some(json(&list)), None))
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let list = detached(wait(&st, &c), async move {
+            composer.type_children(&auth, &t).await
+        })
+        .await?;
+        Ok(ok(&c, 200, Some(json(&list)), None))
     }
     .await;
-    finish("/api/2/types/{typeId}/children", result)
+    finish(result)
 }
 
-/// `/api/2/types/{typeId}/children/{childTypeId}`: PUT (body: the count), DELETE.
-pub(super) async fn type_child(
+/// `PUT /api/2/types/{typeId}/children/{childTypeId}` (body: the count, default 1).
+pub(super) async fn put_type_child(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
-    req: Request,
+    DittoPath((t, child)): DittoPath<(String, String)>,
+    c: Command,
+    OptionalJson(body): OptionalJson,
 ) -> Response {
-    let result = async {
-        let Path((t, child)) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::PUT, Method::DELETE])?;
-        let (t, child, c) = (id(&t)?, id(&child)?, st.composer().clone());
-        if r.method == Method::DELETE {
-            detached(r.wait, async move {
-                c.remove_type_child(&auth, &t, &child).await
-            })
-            .await?;
-            return Ok(r.ok(204, None, None));
-        }
-        let (r, body) = r.json(&st).await?;
+    let result: Result<Response, ApiError> = async {
+        let (t, child, composer) = (id(&t)?, id(&child)?, st.composer().clone());
         let count = match body {
             None => 1,
             Some(v) => v
@@ -316,75 +247,95 @@ pub(super) async fn type_child(
                     )))
                 })?,
         };
-        let out = detached(r.wait, async move {
-            c.set_type_child(&auth, &t, &child, count).await
+        let out = detached(wait(&st, &c), async move {
+            composer.set_type_child(&auth, &t, &child, count).await
         })
         .await?;
         let res = out.response;
-        Ok(r.ok(res.status, res.value, None))
+        Ok(ok(&c, res.status, res.value, None))
     }
     .await;
-    finish("/api/2/types/{typeId}/children/{childTypeId}", result)
+    finish(result)
+}
+
+/// `DELETE /api/2/types/{typeId}/children/{childTypeId}`.
+pub(super) async fn delete_type_child(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath((t, child)): DittoPath<(String, String)>,
+    c: Command,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (t, child, composer) = (id(&t)?, id(&child)?, st.composer().clone());
+        detached(wait(&st, &c), async move {
+            composer.remove_type_child(&auth, &t, &child).await
+        })
+        .await?;
+        Ok(ok(&c, 204, None, None))
+    }
+    .await;
+    finish(result)
 }
 
 /// `GET /api/2/types/{typeId}/parents`.
 pub(super) async fn type_parents(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let list = detached(r.wait, async move { c.type_parents(&auth, &t).await }).await?;
-        Ok(r.ok(200, Some(json(&list)), None))
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let list = detached(wait(&st, &c), async move {
+            composer.type_parents(&auth, &t).await
+        })
+        .await?;
+        Ok(ok(&c, 200, Some(json(&list)), None))
     }
     .await;
-    finish("/api/2/types/{typeId}/parents", result)
+    finish(result)
 }
 
 /// `GET /api/2/types/{typeId}/tree`.
 pub(super) async fn type_tree(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let tree = detached(r.wait, async move { c.type_tree(&auth, &t).await }).await?;
-        Ok(r.ok(200, Some(json(&tree)), None))
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let tree = detached(
+            wait(&st, &c),
+            async move { composer.type_tree(&auth, &t).await },
+        )
+        .await?;
+        Ok(ok(&c, 200, Some(json(&tree)), None))
     }
     .await;
-    finish("/api/2/types/{typeId}/tree", result)
+    finish(result)
 }
 
 /// `POST /api/2/types/{typeId}/instantiate`.
 pub(super) async fn instantiate(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+    OptionalJson(body): OptionalJson,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::POST])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let (r, body) = r.json(&st).await?;
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
         let spec = new_tree(body)?;
-        let created = detached(r.wait, async move { c.instantiate(&auth, &t, spec).await }).await?;
+        let created = detached(wait(&st, &c), async move {
+            composer.instantiate(&auth, &t, spec).await
+        })
+        .await?;
         let location = format!("/api/2/twins/{}", created.thing_id);
-        Ok(r.ok(201, Some(json(&created)), Some(&location)))
+        Ok(ok(&c, 201, Some(json(&created)), Some(&location)))
     }
     .await;
-    finish("/api/2/types/{typeId}/instantiate", result)
+    finish(result)
 }
 
 // ---- twins ----
@@ -393,163 +344,182 @@ pub(super) async fn instantiate(
 pub(super) async fn twins(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    req: Request,
+    c: Command,
 ) -> Response {
-    let result = Req::new(&st, req)
-        .and_then(|r| page(&r, |f, o, s| st.composer().list_roots(&auth, f, o, s)));
-    finish("/api/2/twins", result)
+    finish(page(&c, |f, o, s| st.composer().list_roots(&auth, f, o, s)))
 }
 
-/// `/api/2/twins/{twinId}`: GET, DELETE (`recursive=true` for the subtree).
-pub(super) async fn twin_one(
+/// `GET /api/2/twins/{twinId}`.
+pub(super) async fn get_twin(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET, Method::DELETE])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        if r.method == Method::GET {
-            let fields = r.fields()?;
-            let v = detached(r.wait, async move {
-                c.get_twin(&auth, &t, fields.as_ref()).await
-            })
-            .await?;
-            return Ok(r.ok(200, Some(v), None));
-        }
-        let recursive = r.flag("recursive", false)?;
-        let done = detached(
-            r.wait,
-            async move { c.delete_twin(&auth, &t, recursive).await },
-        )
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let fields = c.params.fields()?;
+        let v = detached(wait(&st, &c), async move {
+            composer.get_twin(&auth, &t, fields.as_ref()).await
+        })
         .await?;
-        Ok(r.ok(200, Some(json(&done)), None))
+        Ok(ok(&c, 200, Some(v), None))
     }
     .await;
-    finish("/api/2/twins/{twinId}", result)
+    finish(result)
+}
+
+/// `DELETE /api/2/twins/{twinId}` (`recursive=true` for the subtree).
+pub(super) async fn delete_twin(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let recursive = flag(&c.params, "recursive", false)?;
+        let done = detached(wait(&st, &c), async move {
+            composer.delete_twin(&auth, &t, recursive).await
+        })
+        .await?;
+        Ok(ok(&c, 200, Some(json(&done)), None))
+    }
+    .await;
+    finish(result)
 }
 
 /// `GET /api/2/twins/{twinId}/children`.
 pub(super) async fn twin_children(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let fields = r.fields()?;
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let fields = c.params.fields()?;
         let (filter, option) = (
-            r.params.get("filter").map(str::to_owned),
-            r.params.get("option").map(str::to_owned),
+            c.params.get("filter").map(str::to_owned),
+            c.params.get("option").map(str::to_owned),
         );
-        let found = detached(r.wait, async move {
-            c.children(
-                &auth,
-                &t,
-                filter.as_deref(),
-                option.as_deref(),
-                fields.as_ref(),
-            )
-            .await
+        let found = detached(wait(&st, &c), async move {
+            composer
+                .children(
+                    &auth,
+                    &t,
+                    filter.as_deref(),
+                    option.as_deref(),
+                    fields.as_ref(),
+                )
+                .await
         })
         .await?;
-        Ok(r.ok(200, Some(search_json(found)), None))
+        Ok(ok(&c, 200, Some(search_json(found)), None))
     }
     .await;
-    finish("/api/2/twins/{twinId}/children", result)
+    finish(result)
 }
 
-/// `/api/2/twins/{twinId}/parent`: GET (the parent's id), DELETE (unlink).
-pub(super) async fn twin_parent(
+/// `GET /api/2/twins/{twinId}/parent`: the parent's id.
+pub(super) async fn get_parent(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET, Method::DELETE])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        if r.method == Method::GET {
-            let p = detached(r.wait, async move { c.parent(&auth, &t).await }).await?;
-            return Ok(r.ok(200, Some(Value::String(p.to_string())), None));
-        }
-        detached(r.wait, async move { c.unlink(&auth, &t).await }).await?;
-        Ok(r.ok(204, None, None))
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let p = detached(
+            wait(&st, &c),
+            async move { composer.parent(&auth, &t).await },
+        )
+        .await?;
+        Ok(ok(&c, 200, Some(Value::String(p.to_string())), None))
     }
     .await;
-    finish("/api/2/twins/{twinId}/parent", result)
+    finish(result)
+}
+
+/// `DELETE /api/2/twins/{twinId}/parent`: unlink.
+pub(super) async fn unlink(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        detached(
+            wait(&st, &c),
+            async move { composer.unlink(&auth, &t).await },
+        )
+        .await?;
+        Ok(ok(&c, 204, None, None))
+    }
+    .await;
+    finish(result)
 }
 
 /// `PUT /api/2/twins/{twinId}/parent/{parentId}`: link.
-pub(super) async fn twin_link(
+pub(super) async fn link(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
-    req: Request,
+    DittoPath((t, parent)): DittoPath<(String, String)>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path((t, parent)) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::PUT])?;
-        let (t, parent, c) = (id(&t)?, id(&parent)?, st.composer().clone());
-        let out = detached(r.wait, async move { c.link(&auth, &t, &parent).await }).await?;
+    let result: Result<Response, ApiError> = async {
+        let (t, parent, composer) = (id(&t)?, id(&parent)?, st.composer().clone());
+        let out = detached(wait(&st, &c), async move {
+            composer.link(&auth, &t, &parent).await
+        })
+        .await?;
         let res = out.response;
-        Ok(r.ok(res.status, res.value, None))
+        Ok(ok(&c, res.status, res.value, None))
     }
     .await;
-    finish("/api/2/twins/{twinId}/parent/{parentId}", result)
+    finish(result)
 }
 
 /// `GET /api/2/twins/{twinId}/tree`.
 pub(super) async fn twin_tree(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::GET])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let tree = detached(r.wait, async move { c.twin_tree(&auth, &t).await }).await?;
-        Ok(r.ok(200, Some(json(&tree)), None))
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let tree = detached(
+            wait(&st, &c),
+            async move { composer.twin_tree(&auth, &t).await },
+        )
+        .await?;
+        Ok(ok(&c, 200, Some(json(&tree)), None))
     }
     .await;
-    finish("/api/2/twins/{twinId}/tree", result)
+    finish(result)
 }
 
 /// `POST /api/2/twins/{twinId}/duplicate` (`recursive`, default true).
 pub(super) async fn duplicate(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
+    DittoPath(t): DittoPath<String>,
+    c: Command,
+    OptionalJson(body): OptionalJson,
 ) -> Response {
-    let result = async {
-        let Path(t) = path.map_err(path_error)?;
-        let r = Req::new(&st, req)?;
-        r.only(&[Method::POST])?;
-        let (t, c) = (id(&t)?, st.composer().clone());
-        let recursive = r.flag("recursive", true)?;
-        let (r, body) = r.json(&st).await?;
+    let result: Result<Response, ApiError> = async {
+        let (t, composer) = (id(&t)?, st.composer().clone());
+        let recursive = flag(&c.params, "recursive", true)?;
         let spec = new_tree(body)?;
-        let created = detached(r.wait, async move {
-            c.duplicate(&auth, &t, spec, recursive).await
+        let created = detached(wait(&st, &c), async move {
+            composer.duplicate(&auth, &t, spec, recursive).await
         })
         .await?;
         let location = format!("/api/2/twins/{}", created.thing_id);
-        Ok(r.ok(201, Some(json(&created)), Some(&location)))
+        Ok(ok(&c, 201, Some(json(&created)), Some(&location)))
     }
     .await;
-    finish("/api/2/twins/{twinId}/duplicate", result)
+    finish(result)
 }

@@ -15,30 +15,26 @@
 //! is applied under the caller's subjects, so policies decide.
 
 use crate::link;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::policy::AuthContext;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::request::{parse_json, read_body};
+use super::extract::{DittoPath, Json, RawBody};
 use super::{Caller, HttpState};
 
-pub(super) async fn collection(
+/// `GET /api/2/connections`.
+pub(super) async fn list(
     State(st): State<HttpState>,
     // Any caller the API lets in may read.
     _caller: Caller,
-    method: Method,
 ) -> Response {
     let links = match st.links().ok_or_else(no_links) {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    if method != Method::GET {
-        return ApiError::method(method.as_str()).into_response();
-    }
     let all: Vec<Value> = links
         .configs()
         .into_iter()
@@ -48,100 +44,95 @@ pub(super) async fn collection(
     json_response(StatusCode::OK, &Value::Array(all))
 }
 
-pub(super) async fn one(
+/// `GET /api/2/connections/{name}`.
+pub(super) async fn get_one(
     State(st): State<HttpState>,
-    Caller(auth): Caller,
-    method: Method,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    _caller: Caller,
+    DittoPath(name): DittoPath<String>,
 ) -> Response {
-    match one_inner(st, auth, method, &name, headers, body).await {
-        Ok(r) => r,
+    let found = (|| {
+        let links = st.links().ok_or_else(no_links)?;
+        let config = links
+            .configs()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| not_found(&name))?;
+        let status = links.status().into_iter().find(|s| s.name == name);
+        Ok::<_, ApiError>(json!({"config": redacted(&config), "status": status}))
+    })();
+    match found {
+        Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => e.into_response(),
     }
 }
 
-async fn one_inner(
-    st: HttpState,
-    auth: AuthContext,
-    method: Method,
-    name: &str,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let links = match method {
-        Method::GET => st.links().ok_or_else(no_links)?,
-        _ => admin(&st, &auth)?,
-    };
-    match method {
-        Method::GET => {
-            let config = links
-                .configs()
-                .into_iter()
-                .find(|c| c.name == name)
-                .ok_or_else(|| not_found(name))?;
-            let status = links.status().into_iter().find(|s| s.name == name);
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"config": redacted(&config), "status": status}),
-            ))
+/// `PUT /api/2/connections/{name}`: adds or replaces a link (administrators only).
+pub(super) async fn put_one(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(name): DittoPath<String>,
+    Json(mut value): Json,
+) -> Response {
+    let result: Result<StatusCode, ApiError> = async {
+        let links = admin(&st, &auth)?;
+        if let Value::Object(m) = &mut value {
+            m.entry("name")
+                .or_insert_with(|| Value::String(name.clone()));
         }
-        Method::PUT => {
-            let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
-            let mut value = parse_json(&bytes)?;
-            if let Value::Object(m) = &mut value {
-                m.entry("name")
-                    .or_insert_with(|| Value::String(name.to_owned()));
-            }
-            let config: link::LinkConfig = serde_json::from_value(value)
-                .map_err(|e| invalid(format!("The connection configuration is invalid: {e}.")))?;
-            if config.name != name {
-                return Err(invalid(format!(
-                    "The name in the body '{}' differs from the name in the path '{name}'.",
-                    config.name
-                )));
-            }
-            let existed = links.configs().iter().any(|c| c.name == name);
-            links
-                .add(config)
-                .await
-                .map_err(|e| invalid(e.to_string()))?;
-            Ok(if existed {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                StatusCode::CREATED.into_response()
-            })
+        let config: link::LinkConfig = serde_json::from_value(value)
+            .map_err(|e| invalid(format!("The connection configuration is invalid: {e}.")))?;
+        if config.name != name {
+            return Err(invalid(format!(
+                "The name in the body '{}' differs from the name in the path '{name}'.",
+                config.name
+            )));
         }
-        Method::DELETE => {
-            let existed = links
-                .delete(name)
-                .await
-                .map_err(|e| ApiError::from(opentwins_core::Error::unavailable(e)))?;
-            if existed {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(not_found(name))
-            }
-        }
-        other => Err(ApiError::method(other.as_str())),
+        let existed = links.configs().iter().any(|c| c.name == name);
+        links
+            .add(config)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(if existed {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::CREATED
+        })
     }
+    .await;
+    result.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
+/// `DELETE /api/2/connections/{name}`: stops a link and drops its outbox (administrators only).
+pub(super) async fn delete_one(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(name): DittoPath<String>,
+) -> Response {
+    let result: Result<StatusCode, ApiError> = async {
+        let links = admin(&st, &auth)?;
+        let existed = links
+            .delete(&name)
+            .await
+            .map_err(|e| ApiError::from(opentwins_core::Error::unavailable(e)))?;
+        if existed {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(not_found(&name))
+        }
+    }
+    .await;
+    result.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// `POST /api/2/connections/{name}/inbox`: a peer's update, applied under the caller's subjects.
 pub(super) async fn inbox(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    DittoPath(name): DittoPath<String>,
+    RawBody(bytes): RawBody,
 ) -> Response {
-    let result = async {
-        if method != Method::POST {
-            return Err(ApiError::method(method.as_str()));
-        }
+    let result: Result<Response, ApiError> = async {
         let links = st.links().ok_or_else(no_links)?;
-        let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
         let applied = links.receive(&name, Some(&auth), &bytes).await?;
         Ok(json_response(
             StatusCode::OK,

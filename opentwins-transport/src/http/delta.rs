@@ -4,9 +4,7 @@
 //! authorization (so policies, `If-None-Match` and `condition` apply and errors are the
 //! engine's: `things:thing.notfound`, `things:feature.notfound`), then the delta is computed.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::delta::{feature_delta, thing_delta};
 use opentwins_core::policy::AuthContext;
@@ -15,24 +13,18 @@ use opentwins_core::{Pointer, ThingId};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::request::{Params, command_headers, reply, timeout};
-use super::things::bad_path;
-use super::{Caller, HttpState, RouteLabel};
+use super::extract::{Command, DittoPath};
+use super::request::{reply, timeout};
+use super::{Caller, HttpState};
 
 /// `/api/2/things/{thingId}/delta` → `{"features": {featureId: patch, ..}}` (`{}` in sync).
 pub(super) async fn thing(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    DittoPath(id): DittoPath<String>,
+    command: Command,
 ) -> Response {
-    let label = RouteLabel("/api/2/things/{thingId}/delta");
-    match path {
-        Ok(Path(id)) => delta(st, auth, method, &id, None, query, headers, label).await,
-        Err(e) => labelled(bad_path(e), label),
-    }
+    delta(st, auth, &id, None, command).await
 }
 
 /// `/api/2/things/{thingId}/features/{featureId}/delta` → the merge patch for the feature's
@@ -40,41 +32,27 @@ pub(super) async fn thing(
 pub(super) async fn feature(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    DittoPath((id, f)): DittoPath<(String, String)>,
+    command: Command,
 ) -> Response {
-    let label = RouteLabel("/api/2/things/{thingId}/features/{featureId}/delta");
-    match path {
-        Ok(Path((id, f))) => delta(st, auth, method, &id, Some(&f), query, headers, label).await,
-        Err(e) => labelled(bad_path(e), label),
-    }
+    delta(st, auth, &id, Some(&f), command).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn delta(
     st: HttpState,
     auth: AuthContext,
-    method: Method,
     thing_id: &str,
     feature: Option<&str>,
-    query: Option<String>,
-    headers: HeaderMap,
-    label: RouteLabel,
+    command: Command,
 ) -> Response {
-    let result = async {
-        if method != Method::GET {
-            return Err(ApiError::method(method.as_str()));
-        }
+    let result: Result<Response, ApiError> = async {
         let id = ThingId::new(thing_id)?;
         let path = match feature {
             None => Pointer::root(),
             Some(f) => Pointer::from_segments(["features", f])?,
         };
-        let params = Params::parse(query.as_deref());
         let mut cmd = ThingCommand::new(id, Action::Retrieve, path, None);
-        cmd.headers = command_headers(&headers, &params, false)?;
+        cmd.headers = command.headers;
         let wait = timeout(&cmd.headers, st.config().default_timeout_ms);
         let outcome = tokio::time::timeout(wait, st.twins().apply(&auth, cmd))
             .await
@@ -88,10 +66,5 @@ async fn delta(
         Ok(reply(200, Some(delta), &r.headers, None))
     }
     .await;
-    labelled(result.unwrap_or_else(IntoResponse::into_response), label)
-}
-
-fn labelled(mut response: Response, label: RouteLabel) -> Response {
-    response.extensions_mut().insert(label);
-    response
+    result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -93,12 +93,11 @@ impl ApiError {
 
     /// 408 `gateway:command.timeout`.
     pub(crate) fn timeout(ms: u128) -> Self {
-        ApiError::new(
-            408,
-            "gateway:command.timeout",
-            format!("The command did not complete within {ms} ms."),
-            "The command may still be applied; retrieve the resource to find out, or raise the 'timeout'.",
-        )
+        ApiError {
+            status: 408,
+            body: crate::protocol::timeout_error(ms),
+            www_authenticate: None,
+        }
     }
 
     /// The HTTP status.

@@ -16,9 +16,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::Method;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::history::{
     History, HistoryError, HistoryQuery, Order, QueryResult, parse_step, parse_time,
@@ -29,29 +27,18 @@ use opentwins_core::{Error, Level, Pointer, ThingId, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::extract::DittoPath;
 use super::request::{Params, off_workers, reply};
-use super::things::bad_path;
-use super::{Caller, HttpState, RouteLabel};
-
-const THING_ROUTE: RouteLabel = RouteLabel("/api/2/history/things/{thingId}");
-const PATH_ROUTE: RouteLabel = RouteLabel("/api/2/history/things/{thingId}/{*path}");
+use super::{Caller, HttpState};
 
 /// `GET /api/2/history/things/{thingId}`: `{"thingId", "paths": [{"path", "count", "first",
 /// "last", "removed"?}]}`.
 pub(super) async fn thing(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<String>, PathRejection>,
+    DittoPath(id): DittoPath<String>,
 ) -> Response {
-    let Path(id) = match path {
-        Ok(p) => p,
-        Err(e) => return labelled(bad_path(e), THING_ROUTE),
-    };
-    let result = async {
-        if method != Method::GET {
-            return Err(ApiError::method(method.as_str()));
-        }
+    let result: Result<Response, ApiError> = async {
         let history = history(&st)?;
         let id = ThingId::new(&id)?;
         let policy = readable_thing(&st, &auth, &id)?;
@@ -68,10 +55,7 @@ pub(super) async fn thing(
         Ok(reply(200, Some(body), &Headers::default(), None))
     }
     .await;
-    labelled(
-        result.unwrap_or_else(IntoResponse::into_response),
-        THING_ROUTE,
-    )
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/2/history/things/{thingId}/{path}`: `{"thingId", "path", "from", "to", "step"?,
@@ -79,22 +63,13 @@ pub(super) async fn thing(
 pub(super) async fn series(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(query): RawQuery,
+    DittoPath((id, rest)): DittoPath<(String, String)>,
+    params: Params,
 ) -> Response {
-    let Path((id, rest)) = match path {
-        Ok(p) => p,
-        Err(e) => return labelled(bad_path(e), PATH_ROUTE),
-    };
-    let result = async {
-        if method != Method::GET {
-            return Err(ApiError::method(method.as_str()));
-        }
+    let result: Result<Response, ApiError> = async {
         let history = history(&st)?;
         let id = ThingId::new(&id)?;
         let pointer = Pointer::parse(&rest)?;
-        let params = Params::parse(query.as_deref());
         let q = parse_query(&params, Timestamp::now())?;
         let policy = readable_thing(&st, &auth, &id)?;
         if !may_read(&auth, policy.as_deref(), &pointer) {
@@ -145,10 +120,7 @@ pub(super) async fn series(
         ))
     }
     .await;
-    labelled(
-        result.unwrap_or_else(IntoResponse::into_response),
-        PATH_ROUTE,
-    )
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The query parameters: `from`, `to` (RFC 3339, `now`, or `-1h`), `limit`, `step`, `order`,
@@ -231,9 +203,4 @@ impl From<HistoryError> for ApiError {
     fn from(e: HistoryError) -> Self {
         ApiError::new(e.status(), e.code(), e.to_string(), e.description())
     }
-}
-
-fn labelled(mut response: Response, label: RouteLabel) -> Response {
-    response.extensions_mut().insert(label);
-    response
 }

@@ -13,7 +13,8 @@
 //! Every request but `/health` and `/metrics` is authenticated ([`AuthConfig`]) and every
 //! command is checked by the engine against the thing's policy for the caller's subjects.
 //! Route groups live in their own modules: `things`, `search`, `policies`, `sse`, `ws`,
-//! `history`.
+//! `history`, `delta`, `connections`, `compose`; the extractors they share (whose rejections
+//! are Ditto errors) in `extract`.
 
 mod auth;
 mod compose;
@@ -21,6 +22,7 @@ mod config;
 mod connections;
 mod delta;
 mod error;
+mod extract;
 mod history;
 pub mod metrics;
 mod policies;
@@ -43,7 +45,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, get, post, put};
 use opentwins_core::Twins;
 use opentwins_core::compose::Composer;
 use opentwins_core::policy::AuthContext;
@@ -83,9 +85,9 @@ struct Shared {
 
 struct HttpMetrics {
     registry: Registry,
-    /// The request counter and latency histogram per (route template, method, status),
-    /// resolved in the registry once: a request then costs a read lock and a hash lookup.
-    requests: RwLock<HashMap<RequestKey, (Counter, Histogram)>>,
+    /// The request counter and latency histogram per route template, then (method, status),
+    /// resolved in the registry once: a request then costs a read lock and two hash lookups.
+    requests: RwLock<HashMap<Box<str>, RequestSeries>>,
     events_sse: Counter,
     events_ws: Counter,
     lagged: Counter,
@@ -303,44 +305,98 @@ impl FromRequestParts<HttpState> for Caller {
     }
 }
 
-/// The route template a handler reports for metrics when the router's own template (a
-/// catch-all) says too little.
-#[derive(Clone, Copy)]
-struct RouteLabel(&'static str);
+/// The thing routes: the thing and each level below it Ditto names, so metrics tell them apart
+/// by their template; `{*unknown}` takes every other path below a thing (the engine answers
+/// it). Each is served by the same [`thing_methods`].
+const THING_ROUTES: [&str; 13] = [
+    "/api/2/things/{thingId}",
+    "/api/2/things/{thingId}/policyId",
+    "/api/2/things/{thingId}/definition",
+    "/api/2/things/{thingId}/attributes",
+    "/api/2/things/{thingId}/attributes/{*path}",
+    "/api/2/things/{thingId}/features",
+    "/api/2/things/{thingId}/features/{featureId}",
+    "/api/2/things/{thingId}/features/{featureId}/definition",
+    "/api/2/things/{thingId}/features/{featureId}/properties",
+    "/api/2/things/{thingId}/features/{featureId}/properties/{*path}",
+    "/api/2/things/{thingId}/features/{featureId}/desiredProperties",
+    "/api/2/things/{thingId}/features/{featureId}/desiredProperties/{*path}",
+    "/api/2/things/{thingId}/{*unknown}",
+];
 
-/// The router: every route of the API, authentication, metrics and Ditto JSON for unknown routes.
+/// The policy routes, as [`THING_ROUTES`] for policies.
+const POLICY_ROUTES: [&str; 8] = [
+    "/api/2/policies/{policyId}",
+    "/api/2/policies/{policyId}/entries",
+    "/api/2/policies/{policyId}/entries/{label}",
+    "/api/2/policies/{policyId}/entries/{label}/subjects",
+    "/api/2/policies/{policyId}/entries/{label}/subjects/{subjectId}",
+    "/api/2/policies/{policyId}/entries/{label}/resources",
+    "/api/2/policies/{policyId}/entries/{label}/resources/{*resource}",
+    "/api/2/policies/{policyId}/{*unknown}",
+];
+
+/// A thing or any part of it: GET (or its SSE stream), PUT, PATCH, DELETE.
+fn thing_methods() -> MethodRouter<HttpState> {
+    get(things::retrieve)
+        .put(things::modify)
+        .patch(things::merge)
+        .delete(things::delete)
+}
+
+/// A policy or any part of it: GET, PUT, DELETE.
+fn policy_methods() -> MethodRouter<HttpState> {
+    get(policies::retrieve)
+        .put(policies::modify)
+        .delete(policies::delete)
+}
+
+/// The router: every route of the API, authentication, metrics and Ditto JSON for unknown
+/// routes and methods (405 with `Allow`).
 pub fn app(state: HttpState) -> Router {
-    let api = Router::new()
-        .route("/api/2/things", any(things::collection))
-        .route("/api/2/things/{thing_id}", any(things::root))
-        .route("/api/2/things/{thing_id}/{*path}", any(things::sub))
-        .route("/api/2/things/{thing_id}/delta", any(delta::thing))
+    let mut api = Router::new()
         .route(
-            "/api/2/things/{thing_id}/features/{feature_id}/delta",
-            any(delta::feature),
+            "/api/2/things",
+            get(things::retrieve_many).post(things::create),
         )
-        .route("/api/2/search/things", any(search::search))
-        .route("/api/2/search/things/count", any(search::count))
-        .route("/api/2/policies/{policy_id}", any(policies::root))
-        .route("/api/2/policies/{policy_id}/{*path}", any(policies::sub))
-        .route("/api/2/connections", any(connections::collection))
-        .route("/api/2/connections/{name}", any(connections::one))
-        .route("/api/2/connections/{name}/inbox", any(connections::inbox))
-        .route("/api/2/history/things/{thing_id}", any(history::thing))
+        .route("/api/2/things/{thingId}/delta", get(delta::thing))
         .route(
-            "/api/2/history/things/{thing_id}/{*path}",
-            any(history::series),
+            "/api/2/things/{thingId}/features/{featureId}/delta",
+            get(delta::feature),
         )
-        .route("/ws/2", any(ws::upgrade));
-    let api = if state.config().composition {
-        api.merge(compose_routes())
-    } else {
-        api
-    };
+        .route("/api/2/search/things", get(search::search))
+        .route("/api/2/search/things/count", get(search::count))
+        .route("/api/2/connections", get(connections::list))
+        .route(
+            "/api/2/connections/{name}",
+            get(connections::get_one)
+                .put(connections::put_one)
+                .delete(connections::delete_one),
+        )
+        .route("/api/2/connections/{name}/inbox", post(connections::inbox))
+        .route("/api/2/history/things/{thingId}", get(history::thing))
+        .route(
+            "/api/2/history/things/{thingId}/{*path}",
+            get(history::series),
+        )
+        .route("/ws/2", get(ws::upgrade));
+    for route in THING_ROUTES {
+        api = api.route(route, thing_methods());
+    }
+    for route in POLICY_ROUTES {
+        api = api.route(route, policy_methods());
+    }
+    if state.config().composition {
+        api = api.merge(compose_routes());
+    }
+    let api = api.method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .merge(api)
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
+        .route("/health", get(health).fallback(open_method_not_allowed))
+        .route(
+            "/metrics",
+            get(metrics_text).fallback(open_method_not_allowed),
+        )
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), browser_guard))
         .layer(middleware::from_fn(request_shape))
@@ -350,64 +406,57 @@ pub fn app(state: HttpState) -> Router {
 
 /// `/api/2/types` and `/api/2/twins` (see `compose`).
 fn compose_routes() -> Router<HttpState> {
+    use compose as c;
     Router::new()
-        .route("/api/2/types", any(compose::types))
-        .route("/api/2/types/{type_id}", any(compose::type_one))
+        .route("/api/2/types", get(c::types))
         .route(
-            "/api/2/types/{type_id}/children",
-            any(compose::type_children),
+            "/api/2/types/{typeId}",
+            get(c::get_type).put(c::put_type).delete(c::delete_type),
         )
+        .route("/api/2/types/{typeId}/children", get(c::type_children))
         .route(
-            "/api/2/types/{type_id}/children/{child_id}",
-            any(compose::type_child),
+            "/api/2/types/{typeId}/children/{childTypeId}",
+            put(c::put_type_child).delete(c::delete_type_child),
         )
-        .route("/api/2/types/{type_id}/parents", any(compose::type_parents))
-        .route("/api/2/types/{type_id}/tree", any(compose::type_tree))
+        .route("/api/2/types/{typeId}/parents", get(c::type_parents))
+        .route("/api/2/types/{typeId}/tree", get(c::type_tree))
+        .route("/api/2/types/{typeId}/instantiate", post(c::instantiate))
+        .route("/api/2/twins", get(c::twins))
         .route(
-            "/api/2/types/{type_id}/instantiate",
-            any(compose::instantiate),
+            "/api/2/twins/{twinId}",
+            get(c::get_twin).delete(c::delete_twin),
         )
-        .route("/api/2/twins", any(compose::twins))
-        .route("/api/2/twins/{twin_id}", any(compose::twin_one))
+        .route("/api/2/twins/{twinId}/children", get(c::twin_children))
         .route(
-            "/api/2/twins/{twin_id}/children",
-            any(compose::twin_children),
+            "/api/2/twins/{twinId}/parent",
+            get(c::get_parent).delete(c::unlink),
         )
-        .route("/api/2/twins/{twin_id}/parent", any(compose::twin_parent))
-        .route(
-            "/api/2/twins/{twin_id}/parent/{parent_id}",
-            any(compose::twin_link),
-        )
-        .route("/api/2/twins/{twin_id}/tree", any(compose::twin_tree))
-        .route("/api/2/twins/{twin_id}/duplicate", any(compose::duplicate))
+        .route("/api/2/twins/{twinId}/parent/{parentId}", put(c::link))
+        .route("/api/2/twins/{twinId}/tree", get(c::twin_tree))
+        .route("/api/2/twins/{twinId}/duplicate", post(c::duplicate))
 }
 
-/// The route templates of [`app`], so a matched path maps to a `&'static str` label.
-const ROUTES: [&str; 13] = [
-    "/api/2/things",
-    "/api/2/things/{thing_id}",
-    "/api/2/things/{thing_id}/{*path}",
-    "/api/2/search/things",
-    "/api/2/search/things/count",
-    "/api/2/policies/{policy_id}",
-    "/api/2/policies/{policy_id}/{*path}",
-    "/api/2/connections",
-    "/api/2/connections/{name}",
-    "/api/2/connections/{name}/inbox",
-    "/ws/2",
-    "/health",
-    "/metrics",
-];
+/// 405 `gateway:method.notallowed` on an API route, after authentication (a caller without
+/// credentials learns nothing but 401); axum adds the `Allow` header.
+async fn method_not_allowed(_: Caller, method: Method) -> ApiError {
+    ApiError::method(method.as_str())
+}
+
+/// 405 on `/health` and `/metrics`, which need no credentials.
+async fn open_method_not_allowed(method: Method) -> ApiError {
+    ApiError::method(method.as_str())
+}
 
 fn other_method() -> &'static Method {
     static OTHER: std::sync::OnceLock<Method> = std::sync::OnceLock::new();
     OTHER.get_or_init(|| Method::from_bytes(b"other").expect("a valid method token"))
 }
 
-/// Request metrics are kept per route template, method and status.
-type RequestKey = (&'static str, Method, u16);
+/// The request counter and latency histogram of one (method, status) of a route.
+type RequestSeries = HashMap<(Method, u16), (Counter, Histogram)>;
 
-/// Counts every request by route template, method and status, and times it.
+/// Counts every request by route template ([`MatchedPath`], `unmatched` for unknown routes),
+/// method and status, and times it.
 async fn record(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = match *req.method() {
@@ -423,24 +472,20 @@ async fn record(State(st): State<HttpState>, req: Request, next: Next) -> Respon
     };
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = match response.extensions().get::<RouteLabel>() {
-        Some(label) => label.0,
-        None => matched
-            .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()).copied())
-            .unwrap_or("unmatched"),
-    };
-    let key = (route, method, response.status().as_u16());
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let key = (method, response.status().as_u16());
     let m = st.metrics();
     let found = m
         .requests
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&key)
+        .get(route)
+        .and_then(|series| series.get(&key))
         .cloned();
     let (count, latency) = match found {
         Some(series) => series,
         None => {
-            let (route, method, status) = &key;
+            let (method, status) = &key;
             let series = (
                 m.registry.counter(
                     "opentwins_http_requests_total",
@@ -461,6 +506,8 @@ async fn record(State(st): State<HttpState>, req: Request, next: Next) -> Respon
             m.requests
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(route.into())
+                .or_default()
                 .insert(key, series.clone());
             series
         }
@@ -577,7 +624,7 @@ async fn browser_guard(
         let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
             || h.get(axum::http::header::CONTENT_LENGTH)
                 .is_some_and(|len| len.as_bytes() != b"0");
-        if has_body && let Err(e) = things::require_json_type(req.headers()) {
+        if has_body && let Err(e) = extract::require_json_type(req.headers()) {
             return e.into_response();
         }
     }

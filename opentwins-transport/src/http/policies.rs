@@ -3,92 +3,69 @@
 //! rest of the URL path after `resources/`; the root key `thing:/` may be written `thing:` or
 //! `thing:/`.
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, PolicyCommand};
 use opentwins_core::{Pointer, PolicyId};
+use serde_json::Value;
 
 use super::error::ApiError;
-use super::request::{Params, accepted, command_headers, parse_json, read_body, reply, timeout};
-use super::things::bad_path;
-use super::{Caller, HttpState, RouteLabel};
+use super::extract::{Command, EntityPath, Json};
+use super::request::{accepted, reply, timeout};
+use super::{Caller, HttpState};
 
-/// `/api/2/policies/{policyId}`.
-pub(super) async fn root(
+/// `GET` a policy or any part of it.
+pub(super) async fn retrieve(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    path: EntityPath,
+    command: Command,
 ) -> Response {
-    match path {
-        Ok(Path(id)) => resource(st, auth, method, &id, "", query, headers, body).await,
-        Err(e) => bad_path(e),
-    }
+    apply(st, auth, path, command, Action::Retrieve, None).await
 }
 
-/// `/api/2/policies/{policyId}/{*path}`.
-pub(super) async fn sub(
+/// `PUT` a policy or any part of it.
+pub(super) async fn modify(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    path: EntityPath,
+    command: Command,
+    Json(value): Json,
 ) -> Response {
-    match path {
-        Ok(Path((id, rest))) => resource(st, auth, method, &id, &rest, query, headers, body).await,
-        Err(e) => bad_path(e),
-    }
+    apply(st, auth, path, command, Action::Modify, Some(value)).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn resource(
+/// `DELETE` a policy or any part of it.
+pub(super) async fn delete(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    path: EntityPath,
+    command: Command,
+) -> Response {
+    apply(st, auth, path, command, Action::Delete, None).await
+}
+
+async fn apply(
     st: HttpState,
     auth: AuthContext,
-    method: Method,
-    policy_id: &str,
-    rest: &str,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
+    path: EntityPath,
+    command: Command,
+    action: Action,
+    value: Option<Value>,
 ) -> Response {
-    let label = route_label(rest);
-    let result = async {
-        let id = PolicyId::new(policy_id)?;
+    let result: Result<Response, ApiError> = async {
+        let id = PolicyId::new(&path.id)?;
         // `resources/thing:/` names the root resource `thing:/`, which the engine addresses as
         // `resources/thing:`.
-        let rest = if rest.ends_with(":/") {
-            &rest[..rest.len() - 1]
-        } else {
-            rest
-        };
-        let path = Pointer::parse(&format!("/{rest}"))?;
-        let params = Params::parse(query.as_deref());
-        let action = match method {
-            Method::GET => Action::Retrieve,
-            Method::PUT => Action::Modify,
-            Method::DELETE => Action::Delete,
-            m => return Err(ApiError::method(m.as_str())),
-        };
-        let value = if action == Action::Modify {
-            let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
-            Some(parse_json(&bytes)?)
-        } else {
-            None
-        };
-        let h = command_headers(&headers, &params, action.is_write())?;
+        let rest = path.rest.strip_suffix('/').filter(|r| r.ends_with(':'));
+        let rest = rest.unwrap_or(&path.rest);
+        let pointer = Pointer::parse(&format!("/{rest}"))?;
+        let h = command.headers;
         let cmd = PolicyCommand {
             policy_id: id,
             action,
-            path,
+            path: pointer,
             value,
             headers: h.clone(),
         };
@@ -100,14 +77,12 @@ async fn resource(
         let r = result
             .map_err(|_| ApiError::timeout(wait.as_millis()))??
             .response;
-        let location = format!("/api/2/policies/{policy_id}{}", slash(rest));
+        let location = format!("/api/2/policies/{}{}", path.id, slash(rest));
         let location = (r.status == 201).then_some(location.as_str());
         Ok(reply(r.status, r.value, &r.headers, location))
     }
     .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn slash(rest: &str) -> String {
@@ -115,23 +90,5 @@ fn slash(rest: &str) -> String {
         String::new()
     } else {
         format!("/{rest}")
-    }
-}
-
-fn route_label(rest: &str) -> &'static str {
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.as_slice() {
-        [] => "/api/2/policies/{policyId}",
-        ["entries"] => "/api/2/policies/{policyId}/entries",
-        ["entries", _] => "/api/2/policies/{policyId}/entries/{label}",
-        ["entries", _, "subjects"] => "/api/2/policies/{policyId}/entries/{label}/subjects",
-        ["entries", _, "subjects", ..] => {
-            "/api/2/policies/{policyId}/entries/{label}/subjects/{subjectId}"
-        }
-        ["entries", _, "resources"] => "/api/2/policies/{policyId}/entries/{label}/resources",
-        ["entries", _, "resources", ..] => {
-            "/api/2/policies/{policyId}/entries/{label}/resources/{*resource}"
-        }
-        _ => "/api/2/policies/{policyId}/{*unknown}",
     }
 }

@@ -2,8 +2,7 @@
 //! (a plain number), with `filter`, `option` (`sort(..)`, `size(..)`, `cursor(..)`), `fields`
 //! and `namespaces`.
 
-use axum::extract::{RawQuery, State};
-use axum::http::Method;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::protocol::Headers;
 use serde_json::{Map, Value};
@@ -16,13 +15,8 @@ use super::{Caller, HttpState};
 pub(super) async fn search(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Response {
-    if method != Method::GET {
-        return ApiError::method(method.as_str()).into_response();
-    }
-    let params = Params::parse(query.as_deref());
     let result = off_workers(move || {
         let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
         let fields = params.fields()?;
@@ -52,13 +46,8 @@ pub(super) async fn search(
 pub(super) async fn count(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Response {
-    if method != Method::GET {
-        return ApiError::method(method.as_str()).into_response();
-    }
-    let params = Params::parse(query.as_deref());
     let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
     let counted = off_workers(move || Ok(st.twins().count(&auth, filter.as_deref())?)).await;
     match counted {

@@ -1,246 +1,178 @@
 //! `/api/2/things`: multi-retrieve and create, and every sub-resource of a thing with GET, PUT,
 //! PATCH (merge patch) and DELETE, each turned into a [`ThingCommand`] for the engine.
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use opentwins_core::protocol::{Action, Headers, MERGE_PATCH_CONTENT_TYPE, ThingCommand};
-use opentwins_core::{Level, Pointer, ThingId};
+use opentwins_core::policy::AuthContext;
+use opentwins_core::protocol::{Action, Headers, ThingCommand};
+use opentwins_core::{Pointer, ThingId};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::request::{
-    Params, accepted, command_headers, content_type, parse_json, read_body, reply, timeout,
-    wants_event_stream,
-};
-use super::{Caller, HttpState, RouteLabel, sse};
+use super::extract::{Command, EntityPath, EventStream, Json, MergePatch, OptionalJson};
+use super::request::{Params, accepted, reply, timeout};
+use super::{Caller, HttpState, sse};
 
-/// `GET /api/2/things?ids=..` (or an SSE stream), `POST /api/2/things`.
-pub(super) async fn collection(
+/// `GET /api/2/things?ids=..` (or an SSE stream).
+pub(super) async fn retrieve_many(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    RawQuery(query): RawQuery,
-    req: Request,
+    EventStream(events): EventStream,
+    params: Params,
 ) -> Response {
-    // The request's own header map, not a clone (as the `HeaderMap` extractor would make).
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let params = Params::parse(query.as_deref());
-    let result = match method {
-        Method::GET if wants_event_stream(&headers) => {
-            return sse::stream(st, auth, params, None, None);
-        }
-        Method::GET => retrieve_many(&st, &auth, &params),
-        Method::POST => create(&st, &auth, &params, &headers, body).await,
-        m => Err(ApiError::method(m.as_str())),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn retrieve_many(
-    st: &HttpState,
-    auth: &opentwins_core::policy::AuthContext,
-    params: &Params,
-) -> Result<Response, ApiError> {
+    if events {
+        return sse::stream(st, auth, params, None, None);
+    }
     let Some(ids) = params.list("ids") else {
-        return Err(ApiError::new(
+        return ApiError::new(
             400,
             "gateway:query.param.missing",
             "The query parameter 'ids' is missing.",
             "List the things to retrieve: /api/2/things?ids=ns:a,ns:b; use /api/2/search/things to search.",
-        ));
+        )
+        .into_response();
     };
-    let ids = ids
-        .iter()
-        .map(|i| ThingId::new(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let fields = params.fields()?;
-    let items = st.twins().retrieve_things(auth, &ids, fields.as_ref());
-    Ok(reply(
-        200,
-        Some(Value::Array(items)),
-        &Headers::default(),
-        None,
-    ))
+    let found = (|| {
+        let ids = ids
+            .iter()
+            .map(|i| ThingId::new(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields = params.fields()?;
+        Ok::<_, ApiError>(st.twins().retrieve_things(&auth, &ids, fields.as_ref()))
+    })();
+    match found {
+        Ok(items) => reply(200, Some(Value::Array(items)), &Headers::default(), None),
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn create(
-    st: &HttpState,
-    auth: &opentwins_core::policy::AuthContext,
-    params: &Params,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = read_body(body, headers, st.config().max_body_bytes).await?;
-    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        require_json(headers)?;
-        parse_json(&bytes)?
-    };
-    let namespace = params
-        .get("namespace")
-        .unwrap_or(&st.config().default_namespace);
-    let id = ThingId::from_parts(namespace, &uuid::Uuid::new_v4().to_string())?;
-    let mut cmd = ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(value));
-    cmd.headers = command_headers(headers, params, true)?;
-    execute(st, auth, cmd, || format!("/api/2/things/{id}")).await
-}
-
-/// `/api/2/things/{thingId}`.
-pub(super) async fn root(
+/// `POST /api/2/things`: a thing with a fresh id in `namespace` (default
+/// `http.default_namespace`); a blank body creates an empty thing.
+pub(super) async fn create(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-    req: Request,
+    command: Command,
+    OptionalJson(body): OptionalJson,
 ) -> Response {
-    let thing_id = match path {
-        Ok(Path(id)) => id,
-        Err(e) => return bad_path(e),
-    };
-    let (parts, body) = req.into_parts();
-    resource(st, auth, method, &thing_id, "", query, parts.headers, body).await
+    let result: Result<Response, ApiError> = async {
+        let value = body.unwrap_or_else(|| Value::Object(Default::default()));
+        let namespace = command
+            .params
+            .get("namespace")
+            .unwrap_or(&st.config().default_namespace);
+        let id = ThingId::from_parts(namespace, &uuid::Uuid::new_v4().to_string())?;
+        let mut cmd = ThingCommand::new(id.clone(), Action::Create, Pointer::root(), Some(value));
+        cmd.headers = command.headers;
+        execute(&st, &auth, cmd, || format!("/api/2/things/{id}")).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `/api/2/things/{thingId}/{*path}`.
-pub(super) async fn sub(
+/// `GET` a thing or any part of it; with `Accept: text/event-stream` on the thing, on
+/// `/api/2/things` or on a feature, its server-sent events.
+pub(super) async fn retrieve(
     State(st): State<HttpState>,
     Caller(auth): Caller,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(query): RawQuery,
-    req: Request,
+    path: EntityPath,
+    EventStream(events): EventStream,
+    command: Command,
 ) -> Response {
-    let (thing_id, rest) = match path {
-        Ok(Path(p)) => p,
-        Err(e) => return bad_path(e),
-    };
-    let (parts, body) = req.into_parts();
-    resource(
-        st,
-        auth,
-        method,
-        &thing_id,
-        &rest,
-        query,
-        parts.headers,
-        body,
-    )
-    .await
-}
-
-pub(super) fn bad_path(e: PathRejection) -> Response {
-    ApiError::new(
-        400,
-        "gateway:request.invalid",
-        format!("The request path is not valid: {e}."),
-        "Check the encoding of the path.",
-    )
-    .into_response()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn resource(
-    st: HttpState,
-    auth: opentwins_core::policy::AuthContext,
-    method: Method,
-    thing_id: &str,
-    rest: &str,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let pointer = Pointer::parse(&format!("/{rest}"));
-    let label = pointer
-        .as_ref()
-        .ok()
-        .and_then(|p| Level::of(p).ok())
-        .map_or("/api/2/things/{thingId}/{*unknown}", route_label);
-    let result = async {
-        let id = ThingId::new(thing_id)?;
-        let path = pointer?;
-        let params = Params::parse(query.as_deref());
-        let action = match method {
-            Method::GET if wants_event_stream(&headers) => {
-                let feature = match path.segments() {
-                    [] => None,
-                    [f, x] if f == "features" => Some(x.clone()),
-                    _ => {
-                        return Err(ApiError::new(
-                            406,
-                            "gateway:accept.notacceptable",
-                            "Server-sent events are offered on /api/2/things, /api/2/things/{thingId} and /api/2/things/{thingId}/features/{featureId}.",
-                            "Use Accept: application/json on this resource.",
-                        ));
-                    }
-                };
-                return Ok(sse::stream(st.clone(), auth.clone(), params, Some(id), feature));
-            }
-            Method::GET => Action::Retrieve,
-            Method::PUT => Action::Modify,
-            Method::PATCH => Action::Merge,
-            Method::DELETE => Action::Delete,
-            m => return Err(ApiError::method(m.as_str())),
-        };
-        let value = match action {
-            Action::Modify | Action::Merge => {
-                let bytes = read_body(body, &headers, st.config().max_body_bytes).await?;
-                if action == Action::Merge {
-                    let ct = content_type(&headers);
-                    if ct.as_deref() != Some(MERGE_PATCH_CONTENT_TYPE) {
-                        return Err(ApiError::media_type(ct.as_deref(), MERGE_PATCH_CONTENT_TYPE));
-                    }
-                } else {
-                    require_json(&headers)?;
+    let result: Result<Response, ApiError> = async {
+        let (id, pointer) = target(&path)?;
+        if events {
+            let feature = match pointer.segments() {
+                [] => None,
+                [f, x] if f == "features" => Some(x.clone()),
+                _ => {
+                    return Err(ApiError::new(
+                        406,
+                        "gateway:accept.notacceptable",
+                        "Server-sent events are offered on /api/2/things, /api/2/things/{thingId} and /api/2/things/{thingId}/features/{featureId}.",
+                        "Use Accept: application/json on this resource.",
+                    ));
                 }
-                Some(parse_json(&bytes)?)
-            }
-            _ => None,
-        };
-        let mut cmd = ThingCommand::new(id, action, path, value);
-        cmd.headers = command_headers(&headers, &params, action.is_write())?;
-        if action == Action::Retrieve {
-            cmd.fields = params.fields()?;
+            };
+            return Ok(sse::stream(st.clone(), auth.clone(), command.params, Some(id), feature));
         }
+        let fields = command.params.fields()?;
+        let mut cmd = ThingCommand::new(id, Action::Retrieve, pointer, None);
+        cmd.headers = command.headers;
+        cmd.fields = fields;
+        execute(&st, &auth, cmd, String::new).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `PUT` a thing or any part of it (creates what is missing: 201 with `Location`).
+pub(super) async fn modify(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    path: EntityPath,
+    command: Command,
+    Json(value): Json,
+) -> Response {
+    write(st, auth, path, command, Action::Modify, Some(value)).await
+}
+
+/// `PATCH` (JSON merge patch) a thing or any part of it.
+pub(super) async fn merge(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    path: EntityPath,
+    command: Command,
+    MergePatch(value): MergePatch,
+) -> Response {
+    write(st, auth, path, command, Action::Merge, Some(value)).await
+}
+
+/// `DELETE` a thing or any part of it.
+pub(super) async fn delete(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    path: EntityPath,
+    command: Command,
+) -> Response {
+    write(st, auth, path, command, Action::Delete, None).await
+}
+
+async fn write(
+    st: HttpState,
+    auth: AuthContext,
+    path: EntityPath,
+    command: Command,
+    action: Action,
+    value: Option<Value>,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (id, pointer) = target(&path)?;
+        let mut cmd = ThingCommand::new(id, action, pointer, value);
+        cmd.headers = command.headers;
         let location = || {
-            if rest.is_empty() {
-                format!("/api/2/things/{thing_id}")
+            if path.rest.is_empty() {
+                format!("/api/2/things/{}", path.id)
             } else {
-                format!("/api/2/things/{thing_id}/{rest}")
+                format!("/api/2/things/{}/{}", path.id, path.rest)
             }
         };
         execute(&st, &auth, cmd, location).await
     }
     .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// PUT bodies must be JSON when a content type is given (Ditto answers 415 otherwise).
-pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    match content_type(headers) {
-        None => Ok(()),
-        Some(_) => require_json_type(headers),
-    }
-}
-
-/// The body must be declared JSON (`application/json` or `…+json`).
-pub(super) fn require_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    match content_type(headers) {
-        Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(()),
-        ct => Err(ApiError::media_type(ct.as_deref(), "application/json")),
-    }
+/// The thing and the path in it a request addresses.
+fn target(path: &EntityPath) -> Result<(ThingId, Pointer), ApiError> {
+    let id = ThingId::new(&path.id)?;
+    let pointer = Pointer::parse(&format!("/{}", path.rest))?;
+    Ok((id, pointer))
 }
 
 async fn execute(
     st: &HttpState,
-    auth: &opentwins_core::policy::AuthContext,
+    auth: &AuthContext,
     cmd: ThingCommand,
     location: impl FnOnce() -> String,
 ) -> Result<Response, ApiError> {
@@ -258,25 +190,4 @@ async fn execute(
     let r = outcome.response;
     let location = (r.status == StatusCode::CREATED.as_u16()).then(location);
     Ok(reply(r.status, r.value, &r.headers, location.as_deref()))
-}
-
-fn route_label(level: Level) -> &'static str {
-    match level {
-        Level::Thing => "/api/2/things/{thingId}",
-        Level::PolicyId => "/api/2/things/{thingId}/policyId",
-        Level::Definition => "/api/2/things/{thingId}/definition",
-        Level::Attributes => "/api/2/things/{thingId}/attributes",
-        Level::Attribute => "/api/2/things/{thingId}/attributes/{*path}",
-        Level::Features => "/api/2/things/{thingId}/features",
-        Level::Feature => "/api/2/things/{thingId}/features/{featureId}",
-        Level::FeatureDefinition => "/api/2/things/{thingId}/features/{featureId}/definition",
-        Level::Properties => "/api/2/things/{thingId}/features/{featureId}/properties",
-        Level::Property => "/api/2/things/{thingId}/features/{featureId}/properties/{*path}",
-        Level::DesiredProperties => {
-            "/api/2/things/{thingId}/features/{featureId}/desiredProperties"
-        }
-        Level::DesiredProperty => {
-            "/api/2/things/{thingId}/features/{featureId}/desiredProperties/{*path}"
-        }
-    }
 }

@@ -1,8 +1,9 @@
 //! The WebSocket `/ws/2`: Ditto Protocol JSON in text frames.
 //!
-//! - A command (thing or policy) is applied for the authenticated caller; the response or an
-//!   error envelope goes back with the command's `correlation-id`. Commands are applied in the
-//!   order they arrive; answers of writes that wait for durability may overtake each other.
+//! - A command (thing or policy) is applied for the authenticated caller by the dispatch every
+//!   transport shares ([`crate::protocol`]); the response or an error envelope goes back with
+//!   the command's `correlation-id`. Commands are applied in the order they arrive; answers of
+//!   writes that wait for durability may overtake each other.
 //! - `START-SEND-EVENTS[?filter=..&namespaces=..&fields=..]` subscribes the session to events
 //!   (answered `START-SEND-EVENTS:ACK`), `STOP-SEND-EVENTS` ends it (`STOP-SEND-EVENTS:ACK`).
 //!   Events are Ditto Protocol event envelopes.
@@ -19,22 +20,19 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use opentwins_core::Pointer;
 use opentwins_core::engine::RecvError;
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::{
-    Criterion, EntityId, Envelope, ErrorResponse, Headers, Message, TWIN_PERSISTED, ThingEvent,
-    Topic,
-};
-use opentwins_core::{Error, Pointer};
-use serde_json::Value;
+use opentwins_core::protocol::{EntityId, Headers, Message, ThingEvent};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::error::ApiError;
-use super::request::{Params, timeout};
+use super::request::Params;
 use super::search::with_namespaces;
 use super::sse::{OpenGuard, View};
 use super::{Caller, HttpState, StreamSlot};
+use crate::protocol;
 
 /// `GET /ws/2` with an upgrade.
 pub(super) async fn upgrade(
@@ -100,7 +98,7 @@ async fn session(st: HttpState, auth: AuthContext, socket: WebSocket, _slot: Str
                     tx.send("START-SEND-EVENTS:ACK".to_owned()).await;
                 }
                 Err(e) => {
-                    tx.send(error_text(None, None, &e)).await;
+                    tx.send(error_text(&e)).await;
                 }
             }
             continue;
@@ -244,124 +242,151 @@ fn text(m: &Message) -> String {
     String::from_utf8(m.to_vec()).unwrap_or_default()
 }
 
-/// Applies one frame's command; the text to send back, if any.
+/// Applies one frame's command ([`crate::protocol::dispatch`]); the text to send back, if any.
 async fn handle(st: HttpState, auth: AuthContext, frame: String) -> Option<String> {
-    let msg = match Message::from_slice(frame.as_bytes()) {
-        Ok(m) => m,
-        Err(e) => return Some(error_text(None, correlation_of(&frame), &e.into())),
-    };
-    let default_ms = st.config().default_timeout_ms;
-    match msg {
-        Message::ThingCommand(mut cmd) => {
-            implicit_ack(&mut cmd.headers, cmd.action.is_write());
-            let entity = EntityId::Thing(cmd.thing_id.clone());
-            let (path, h) = (cmd.path.clone(), cmd.headers.clone());
-            let wait = timeout(&h, default_ms);
-            let result = tokio::time::timeout(wait, st.twins().apply(&auth, cmd)).await;
-            if !h.response_required() {
-                return None;
-            }
-            Some(match result {
-                Ok(Ok(o)) => text(&Message::ThingResponse(o.response)),
-                Ok(Err(e)) => error_envelope(entity, path, &h, e),
-                Err(_) => error_text(
-                    Some((entity, path)),
-                    h.correlation_id,
-                    &ApiError::timeout(wait.as_millis()),
-                ),
-            })
-        }
-        Message::PolicyCommand(mut cmd) => {
-            implicit_ack(&mut cmd.headers, cmd.action.is_write());
-            let entity = EntityId::Policy(cmd.policy_id.clone());
-            let (path, h) = (cmd.path.clone(), cmd.headers.clone());
-            let wait = timeout(&h, default_ms);
-            let result = tokio::time::timeout(wait, st.twins().apply_policy(&auth, cmd)).await;
-            if !h.response_required() {
-                return None;
-            }
-            Some(match result {
-                Ok(Ok(o)) => text(&Message::PolicyResponse(o.response)),
-                Ok(Err(e)) => error_envelope(entity, path, &h, e),
-                Err(_) => error_text(
-                    Some((entity, path)),
-                    h.correlation_id,
-                    &ApiError::timeout(wait.as_millis()),
-                ),
-            })
-        }
-        _ => {
-            let e = Error::new(
-                opentwins_core::ErrorKind::ProtocolInvalid,
-                "Only commands are accepted on the WebSocket (and START-SEND-EVENTS / STOP-SEND-EVENTS).",
-            );
-            Some(error_text(None, correlation_of(&frame), &e.into()))
-        }
-    }
+    let default = std::time::Duration::from_millis(st.config().default_timeout_ms);
+    // A session answers every frame it is sent (unless the command says it wants no answer).
+    let done = protocol::dispatch(st.twins(), &auth, frame.as_bytes(), default, |_| true).await;
+    done.reply.map(|r| String::from_utf8(r).unwrap_or_default())
 }
 
-/// Ditto requests `twin-persisted` implicitly for writes that want a response.
-fn implicit_ack(h: &mut Headers, write: bool) {
-    if write && h.requested_acks.is_none() && h.response_required() {
-        h.requested_acks = Some(vec![TWIN_PERSISTED.to_owned()]);
-    }
-}
-
-fn error_envelope(entity: EntityId, path: Pointer, h: &Headers, error: Error) -> String {
-    text(&Message::Error(ErrorResponse {
-        entity,
-        path,
-        error,
-        headers: h.for_reply(),
-    }))
-}
-
-/// An error envelope for errors that are not the engine's (or have no entity).
-fn error_text(
-    entity: Option<(EntityId, Pointer)>,
-    correlation: Option<String>,
-    e: &ApiError,
-) -> String {
-    let (entity, path) = entity.unwrap_or((EntityId::Unknown, Pointer::root()));
-    let topic = match &entity {
-        EntityId::Thing(id) => Topic::thing(id, Criterion::Errors),
-        EntityId::Policy(id) => Topic::policy(id, Criterion::Errors),
-        EntityId::Unknown => Topic::unknown_error(),
-    };
-    let headers = Headers {
-        correlation_id: correlation,
-        ..Headers::default()
-    };
-    let env = Envelope {
-        topic: topic.to_string(),
-        headers: headers.to_json(),
-        path: path.to_string(),
-        value: Some(e.body().clone()),
-        fields: None,
-        extra: None,
-        status: Some(e.status()),
-        revision: None,
-        timestamp: None,
-    };
-    String::from_utf8(env.to_vec()).unwrap_or_default()
-}
-
-/// The `correlation-id` of a frame that could not be parsed as a command, if it has one.
-fn correlation_of(frame: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(frame).ok()?;
-    let headers = v.get("headers")?.as_object()?;
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("correlation-id"))
-        .and_then(|(_, v)| v.as_str())
-        .map(str::to_owned)
+/// An error envelope for an error of the session itself (not of a command).
+fn error_text(e: &ApiError) -> String {
+    let env = protocol::error_envelope(
+        &EntityId::Unknown,
+        &Pointer::root(),
+        &Headers::default(),
+        e.status(),
+        e.body().clone(),
+    );
+    String::from_utf8(env).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use opentwins_core::{EngineConfig, Twins};
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::http::HttpConfig;
+    use crate::mqtt::mapping::{Incoming, ditto};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// The answer the MQTT `ditto` mapping publishes on a response topic for `envelope`.
+    async fn over_mqtt(twins: &Twins, auth: &AuthContext, envelope: &Value) -> Option<Value> {
+        let msg = Incoming {
+            topic: "in".into(),
+            payload: envelope.to_string().into_bytes(),
+            response_topic: Some("answers".into()),
+            ..Incoming::default()
+        };
+        let (_, reply) = tokio::time::timeout(LIMIT, ditto(twins, auth, &msg))
+            .await
+            .expect("MQTT dispatch hung");
+        reply.map(|r| serde_json::from_slice(&r.payload).unwrap())
+    }
+
+    /// The answer a WebSocket session sends for `envelope`.
+    async fn over_ws(st: &HttpState, auth: &AuthContext, envelope: &Value) -> Option<Value> {
+        let frame = envelope.to_string();
+        tokio::time::timeout(LIMIT, handle(st.clone(), auth.clone(), frame))
+            .await
+            .expect("WebSocket dispatch hung")
+            .map(|r| serde_json::from_str(&r).unwrap())
+    }
+
+    // Issue 14, "shape while you are there": the MQTT mapping and the WebSocket had their own
+    // copies of the dispatch, with different guards and answers; one envelope now gets one
+    // answer whichever transport carries it.
+    #[tokio::test]
+    async fn mqtt_and_websocket_answer_an_envelope_alike() {
+        let twins = Twins::in_memory(EngineConfig::default());
+        let st = HttpState::new(twins.clone(), HttpConfig::default()).unwrap();
+        let (alice, bob) = (
+            AuthContext::new(["test:alice"]),
+            AuthContext::new(["test:bob"]),
+        );
+        let create = json!({"topic": "t.same/car/things/twin/commands/create", "path": "/",
+            "headers": {"correlation-id": "c-0"}, "value": {"attributes": {"a": 1}}});
+        let created = over_mqtt(&twins, &alice, &create).await.unwrap();
+        assert_eq!(created["status"], 201, "{created}");
+
+        let cases = [
+            // Forbidden: bob may not even read alice's thing.
+            (
+                &bob,
+                json!({"topic": "t.same/car/things/twin/commands/modify", "path": "/attributes/a",
+                    "headers": {"correlation-id": "c-1", "x-extra": "kept"}, "value": 2}),
+                Some((404, "things:thing.notfound")),
+            ),
+            // Malformed: not an envelope.
+            (
+                &alice,
+                json!({"headers": {"correlation-id": "c-2"}, "topic": 5}),
+                Some((400, "things:protocol.invalid")),
+            ),
+            // Not a command: an event.
+            (
+                &alice,
+                json!({"topic": "t.same/car/things/twin/events/modified", "path": "/attributes/a",
+                    "headers": {"correlation-id": "c-3"}, "value": 1, "revision": 1}),
+                Some((400, "things:protocol.invalid")),
+            ),
+            // A conflict, refused by the engine.
+            (&alice, create.clone(), Some((409, "things:thing.conflict"))),
+            // A retrieve: the same response.
+            (
+                &alice,
+                json!({"topic": "t.same/car/things/twin/commands/retrieve", "path": "/attributes",
+                    "headers": {"correlation-id": "c-4"}}),
+                None,
+            ),
+            // No answer wanted: none on either.
+            (
+                &bob,
+                json!({"topic": "t.same/car/things/twin/commands/delete", "path": "/",
+                    "headers": {"response-required": false}}),
+                None,
+            ),
+        ];
+        for (auth, envelope, error) in cases {
+            let mqtt = over_mqtt(&twins, auth, &envelope).await;
+            let ws = over_ws(&st, auth, &envelope).await;
+            assert_eq!(mqtt, ws, "{envelope}");
+            let wanted = envelope["headers"]["response-required"] != false;
+            assert_eq!(mqtt.is_some(), wanted, "{envelope}");
+            let Some(answer) = mqtt else { continue };
+            for echoed in ["correlation-id", "x-extra"] {
+                assert_eq!(
+                    answer["headers"][echoed], envelope["headers"][echoed],
+                    "{answer}"
+                );
+            }
+            match error {
+                Some((status, code)) => {
+                    assert_eq!(answer["status"], status, "{answer}");
+                    assert_eq!(answer["value"]["error"], code, "{answer}");
+                    assert!(
+                        answer["topic"].as_str().unwrap().ends_with("/errors"),
+                        "{answer}"
+                    );
+                }
+                None => {
+                    assert_eq!(answer["status"], 200, "{answer}");
+                    assert_eq!(answer["value"], json!({"a": 1}), "{answer}");
+                }
+            }
+        }
+        // Bob's unanswered delete did not delete alice's thing.
+        assert!(
+            twins
+                .get_thing(&opentwins_core::ThingId::new("t.same:car").unwrap())
+                .is_some()
+        );
+    }
 
     // Issue 14, finding 5: 300 unread 1 MB replies pinned 284 MiB per session.
     #[tokio::test]

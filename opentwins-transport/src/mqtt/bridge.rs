@@ -643,6 +643,10 @@ async fn inbound_loop(
                     inc(&c.commands_refused);
                     tracing::debug!(topic = %incoming.topic, error = %e, "command refused");
                 }
+                Handled::TimedOut(wait) => {
+                    inc(&c.commands_refused);
+                    tracing::debug!(topic = %incoming.topic, ?wait, "command timed out");
+                }
                 Handled::Invalid(e) => {
                     inc(&c.invalid_messages);
                     tracing::warn!(topic = %incoming.topic, error = %e, "invalid MQTT message");

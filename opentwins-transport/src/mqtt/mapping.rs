@@ -3,11 +3,12 @@
 
 use base64::Engine as _;
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::{Action, EntityId, ErrorResponse, Headers, Message, ThingCommand};
-use opentwins_core::{Error, ErrorKind, Pointer, Twins};
+use opentwins_core::protocol::{Action, Headers, ThingCommand};
+use opentwins_core::{Error, Pointer, Twins};
 use serde_json::{Map, Value, json};
 
 use super::template::TelemetryTemplate;
+use crate::protocol::{DEFAULT_TIMEOUT, dispatch};
 
 /// The MQTT 5 content type of Ditto Protocol messages.
 pub const DITTO_CONTENT_TYPE: &str = "application/vnd.eclipse.ditto+json";
@@ -30,123 +31,43 @@ pub(crate) struct Reply {
     pub(crate) correlation_data: Option<Vec<u8>>,
 }
 
-/// How an inbound message ended.
-#[derive(Debug)]
-pub(crate) enum Handled {
-    /// The command was applied.
-    Applied,
-    /// The engine refused the command (policy, precondition, not found, limits...).
-    Refused(Error),
-    /// The message could not be read as a command of its mapping.
-    Invalid(Error),
-}
+/// How an inbound message ended (the telemetry mapping's too).
+pub(crate) use crate::protocol::Outcome as Handled;
 
-/// Applies a Ditto Protocol command and builds the reply when one is wanted: to the MQTT 5
-/// response topic, else to the envelope's `reply-to` header, and only if `response-required`
-/// is not false. Unparseable messages are answered (with `_/_/things/twin/errors`) only on a
-/// response topic; messages that are not commands are never answered (no loops).
+/// Applies a Ditto Protocol envelope ([`crate::protocol::dispatch`]) and frames its answer:
+/// to the MQTT 5 response topic with the request's correlation data copied, else to the
+/// envelope's `reply-to` header; only if `response-required` is not false. A message that is
+/// not a command (unparseable, an event, a response, an error) is answered (with
+/// `_/_/things/twin/errors`) only on a response topic, never on `reply-to` (no loops).
 pub(crate) async fn ditto(
     twins: &Twins,
     auth: &AuthContext,
     msg: &Incoming,
 ) -> (Handled, Option<Reply>) {
     let reply_to = |headers: &Headers| {
-        if !headers.response_required() {
-            return None;
-        }
-        msg.response_topic.clone().or_else(|| {
-            headers
-                .other
-                .get("reply-to")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-        })
+        headers
+            .other
+            .get("reply-to")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
     };
-    let reply = |topic: Option<String>, m: Message| {
-        topic.map(|topic| Reply {
+    let answerable = |headers: Option<&Headers>| {
+        msg.response_topic.is_some() || headers.and_then(reply_to).is_some()
+    };
+    let done = dispatch(twins, auth, &msg.payload, DEFAULT_TIMEOUT, answerable).await;
+    let reply = done.reply.and_then(|payload| {
+        let topic = msg
+            .response_topic
+            .clone()
+            .or_else(|| done.headers.as_ref().and_then(reply_to))?;
+        Some(Reply {
             topic,
-            payload: m.to_vec(),
+            payload,
             correlation_data: msg.correlation_data.clone(),
         })
-    };
-    let parsed = Message::from_slice(&msg.payload);
-    match parsed {
-        Ok(Message::ThingCommand(cmd)) => {
-            let target = reply_to(&cmd.headers);
-            let (id, path, headers) = (cmd.thing_id.clone(), cmd.path.clone(), cmd.headers.clone());
-            match twins.apply(auth, cmd).await {
-                Ok(out) => (
-                    Handled::Applied,
-                    reply(target, Message::ThingResponse(out.response)),
-                ),
-                Err(error) => {
-                    let m = Message::Error(ErrorResponse {
-                        entity: EntityId::Thing(id),
-                        path,
-                        error: error.clone(),
-                        headers: headers.for_reply(),
-                    });
-                    (Handled::Refused(error), reply(target, m))
-                }
-            }
-        }
-        Ok(Message::PolicyCommand(cmd)) => {
-            let target = reply_to(&cmd.headers);
-            let (id, path, headers) =
-                (cmd.policy_id.clone(), cmd.path.clone(), cmd.headers.clone());
-            match twins.apply_policy(auth, cmd).await {
-                Ok(out) => (
-                    Handled::Applied,
-                    reply(target, Message::PolicyResponse(out.response)),
-                ),
-                Err(error) => {
-                    let m = Message::Error(ErrorResponse {
-                        entity: EntityId::Policy(id),
-                        path,
-                        error: error.clone(),
-                        headers: headers.for_reply(),
-                    });
-                    (Handled::Refused(error), reply(target, m))
-                }
-            }
-        }
-        Ok(other) => {
-            let kind = match other {
-                Message::ThingEvent(_) => "an event",
-                Message::Error(_) => "an error",
-                _ => "a response",
-            };
-            let error = Error::new(
-                ErrorKind::ProtocolInvalid,
-                format!("The message on '{}' is {kind}, not a command.", msg.topic),
-            );
-            (Handled::Invalid(error), None)
-        }
-        Err(error) => {
-            // Echo the correlation id if the raw JSON has one.
-            let headers = serde_json::from_slice::<Value>(&msg.payload)
-                .ok()
-                .and_then(|v| {
-                    v.get("headers")?
-                        .as_object()?
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("correlation-id"))
-                        .and_then(|(_, v)| v.as_str().map(Headers::with_correlation_id))
-                })
-                .unwrap_or_default();
-            let m = Message::Error(ErrorResponse {
-                entity: EntityId::Unknown,
-                path: Pointer::root(),
-                error: error.clone(),
-                headers,
-            });
-            (
-                Handled::Invalid(error),
-                reply(msg.response_topic.clone(), m),
-            )
-        }
-    }
+    });
+    (done.outcome, reply)
 }
 
 /// The telemetry mapping's settings, resolved.

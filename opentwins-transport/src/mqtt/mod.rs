@@ -16,7 +16,7 @@
 mod bridge;
 mod config;
 mod error;
-mod mapping;
+pub(crate) mod mapping;
 mod template;
 
 pub use bridge::{ConnectionState, MqttBridge, MqttDriver, MqttHandle, MqttMetrics};
