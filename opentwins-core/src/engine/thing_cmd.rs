@@ -882,9 +882,7 @@ pub(super) fn policy_record(policy: &Policy) -> Record {
         kind: Kind::Policy,
         id: policy.id().to_string(),
         revision: policy.revision(),
-        json: serde_json::to_vec(&policy.full_json())
-            .unwrap_or_default()
-            .into(),
+        json: policy.full_json_bytes().into(),
     }
 }
 
