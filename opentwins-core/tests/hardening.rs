@@ -658,3 +658,69 @@ async fn a_policy_larger_than_the_limit_is_refused_when_created_or_grown() {
     .unwrap()
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_event_ring_is_bounded_in_bytes_for_a_subscriber_that_does_not_read() {
+    let config = EngineConfig {
+        event_buffer_bytes: 1024 * 1024,
+        ..EngineConfig::default()
+    };
+    let tw = Twins::in_memory(config);
+    let owner = user("owner");
+    put_policy(
+        &tw,
+        &owner,
+        "ring:p",
+        policy(&[
+            ("test:owner", "thing:/", &["READ", "WRITE"]),
+            ("test:owner", "policy:/", &["READ", "WRITE"]),
+        ]),
+    )
+    .await;
+    ok(
+        &tw,
+        &owner,
+        cmd(
+            "ring:t",
+            Action::Create,
+            "/",
+            Some(json!({"policyId": "ring:p"})),
+        ),
+    )
+    .await;
+    let mut slow = tw.subscribe(owner.clone(), None).unwrap();
+    // 100 writes of 100 KiB: 10 MiB of events, ten times the ring's bytes.
+    let big = "x".repeat(100 * 1024);
+    for i in 0..100 {
+        ok(
+            &tw,
+            &owner,
+            cmd(
+                "ring:t",
+                Action::Modify,
+                "/attributes/blob",
+                Some(json!(format!("{i}{big}"))),
+            ),
+        )
+        .await;
+    }
+    let first = tokio::time::timeout(LIMIT, slow.recv()).await.unwrap();
+    let Err(opentwins_core::engine::RecvError::Lagged(missed)) = first else {
+        panic!("the subscriber should have lagged: {first:?}");
+    };
+    assert!((90..100).contains(&missed), "{missed} events dropped");
+    // The rest arrive, newest last.
+    let mut last = None;
+    for _ in missed..100 {
+        let e = tokio::time::timeout(LIMIT, slow.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        last = e.value;
+    }
+    let last = last.unwrap();
+    assert!(
+        last.as_str().unwrap().starts_with("99x"),
+        "the newest is kept"
+    );
+}

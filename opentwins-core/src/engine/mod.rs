@@ -14,6 +14,7 @@ mod hot;
 mod policy_cmd;
 mod precondition;
 mod replicate;
+mod ring;
 mod search;
 mod subscribe;
 mod thing_cmd;
@@ -23,8 +24,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-use tokio::sync::broadcast;
 
 pub use config::EngineConfig;
 pub use replicate::{Applied, replicated};
@@ -130,7 +129,8 @@ struct Inner {
     /// Serialises policy writes (rare) so read-modify-write of a policy is atomic; holds the
     /// last default policy created, whose entries the next one shares when they are equal.
     policy_write: Mutex<Option<Arc<Policy>>>,
-    events: broadcast::Sender<Arc<subscribe::Published>>,
+    /// Recent events for subscribers, bounded in events and bytes.
+    events: Arc<ring::Ring>,
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     /// Writes handed to the store and not yet durable (`max_pending_writes` permits).
     pending: Arc<tokio::sync::Semaphore>,
@@ -173,6 +173,13 @@ impl Quarantined {
             id,
             reason: error.to_string(),
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Subscribers read what is buffered, then learn that the engine is gone.
+        self.events.close();
     }
 }
 
@@ -242,7 +249,7 @@ impl Twins {
                 }
             }
         }
-        let (events, _) = broadcast::channel(config.event_buffer.max(1));
+        let events = ring::Ring::new(config.event_buffer, config.event_buffer_bytes);
         let pending = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_writes.max(1),
         ));

@@ -654,9 +654,8 @@ impl Inner {
 
     /// Hands an event to subscribers only.
     fn publish(&self, event: &ThingEvent, policy: Option<Arc<Policy>>) {
-        if self.events.receiver_count() > 0 {
-            // No receiver is not an error: nobody subscribed.
-            let _ = self.events.send(Arc::new(super::subscribe::Published {
+        if self.events.has_receivers() {
+            self.events.send(Arc::new(super::subscribe::Published {
                 event: event.clone(),
                 policy,
             }));
