@@ -196,7 +196,7 @@ impl Twins {
         let transient = transient::Transient::parse(&config.transient)?;
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
-        let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
+        let mut shared: HashMap<Vec<u8>, Arc<Policy>> = HashMap::new();
         let mut quarantined = Vec::new();
         for record in store.scan(Kind::Policy)? {
             let parsed = serde_json::from_slice(&record.json)
@@ -209,7 +209,7 @@ impl Twins {
                     continue;
                 }
             };
-            let key = policy.entries_json().to_string();
+            let key = policy.entries_json_bytes();
             if let Some(first) = shared.get(&key) {
                 policy.share_entries_with(first);
             }
