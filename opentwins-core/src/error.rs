@@ -139,6 +139,8 @@ pub enum ErrorKind {
     PolicyConflict,
     /// A policy is structurally invalid (`policies:policy.invalid`, 400).
     PolicyInvalid,
+    /// A policy exceeds [`crate::Limits::max_policy_bytes`] (`policies:policy.toolarge`, 413).
+    PolicyTooLarge,
     /// A policy entry does not exist (`policies:entry.notfound`, 404).
     PolicyEntryNotFound,
     /// The store failed or is unreachable (`things:thing.unavailable`, 503).
@@ -152,7 +154,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kinds that name no level, each once. `RevisionConflict` is left out: it shares
     /// `things:thing.conflict` with `ThingConflict`, which is what that code reads back as.
-    pub const SIMPLE: [ErrorKind; 22] = [
+    pub const SIMPLE: [ErrorKind; 23] = [
         ErrorKind::ThingIdInvalid,
         ErrorKind::PolicyIdInvalid,
         ErrorKind::JsonInvalid,
@@ -172,6 +174,7 @@ impl ErrorKind {
         ErrorKind::PolicyNotModifiable,
         ErrorKind::PolicyConflict,
         ErrorKind::PolicyInvalid,
+        ErrorKind::PolicyTooLarge,
         ErrorKind::PolicyEntryNotFound,
         ErrorKind::Unavailable,
         ErrorKind::ProtocolInvalid,
@@ -197,7 +200,7 @@ impl ErrorKind {
             NotFound(_) | PathUnknown | PolicyNotFound | PolicyEntryNotFound => 404,
             ThingConflict | PolicyConflict | RevisionConflict => 409,
             PreconditionFailed => 412,
-            ThingTooLarge => 413,
+            ThingTooLarge | PolicyTooLarge => 413,
             PreconditionNotModified => 304,
             Unavailable => 503,
         }
@@ -230,6 +233,7 @@ impl ErrorKind {
             PolicyNotModifiable => "policies:policy.notmodifiable",
             PolicyConflict => "policies:policy.conflict",
             PolicyInvalid => "policies:policy.invalid",
+            PolicyTooLarge => "policies:policy.toolarge",
             PolicyEntryNotFound => "policies:entry.notfound",
             Unavailable => "things:thing.unavailable",
             ProtocolInvalid => "things:protocol.invalid",

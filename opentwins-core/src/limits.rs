@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_selector_depth: usize,
     /// Paths one `fields` selector may expand to.
     pub max_selector_paths: usize,
+    /// Size of one policy, in bytes of compact JSON (strings counted without escapes), checked
+    /// when a policy is created or changed (`policies:policy.toolarge`, 413). Ditto's default
+    /// is 100 kB; ours is 1 MiB, about 10,000 small entries.
+    pub max_policy_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_json_depth: 32,
             max_selector_depth: 16,
             max_selector_paths: 256,
+            max_policy_bytes: 1024 * 1024,
         }
     }
 }
@@ -61,6 +66,7 @@ impl Limits {
             ("max_json_depth", self.max_json_depth),
             ("max_selector_depth", self.max_selector_depth),
             ("max_selector_paths", self.max_selector_paths),
+            ("max_policy_bytes", self.max_policy_bytes),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{name} must be at least 1"));

@@ -584,3 +584,159 @@ async fn search_sorts_on_what_the_caller_may_read_and_cursors_hold_nothing_else(
     let forged = format!("sort(+attributes/secret),size(1),cursor({plain})");
     assert!(tw.search(&alice, None, Some(&forged), None).is_err());
 }
+
+/// A policy body of about `bytes` bytes (compact JSON): entries of one subject and one resource
+/// each, the first of which makes it manageable.
+fn policy_of(bytes: usize) -> Value {
+    let entry = |subject: &str, resource: &str| {
+        json!({
+            "subjects": {subject: {"type": "test"}},
+            "resources": {resource: {"grant": ["READ", "WRITE"], "revoke": []}}
+        })
+    };
+    let mut entries = serde_json::Map::new();
+    entries.insert("owner".into(), entry("test:owner", "policy:/"));
+    let mut size = 40;
+    let mut i = 0;
+    while size < bytes {
+        let e = entry(
+            &format!("test:u{i:06}"),
+            &format!("thing:/features/f{i:06}"),
+        );
+        size += serde_json::to_string(&e).unwrap().len() + 16;
+        entries.insert(format!("entry-{i:06}"), e);
+        i += 1;
+    }
+    json!({ "entries": entries })
+}
+
+#[tokio::test]
+async fn a_policy_larger_than_the_limit_is_refused_when_created_or_grown() {
+    let max = opentwins_core::Limits::get().max_policy_bytes;
+    let tw = Twins::in_memory(EngineConfig::default());
+    let owner = user("owner");
+    let put = |path: &str, value: Value, action: Action| PolicyCommand {
+        policy_id: PolicyId::new("big:p").unwrap(),
+        action,
+        path: Pointer::parse(path).unwrap(),
+        value: Some(value),
+        headers: Headers::default(),
+    };
+    let too_big = policy_of(max + 1000);
+    assert!(serde_json::to_string(&too_big).unwrap().len() > max);
+    let e = tokio::time::timeout(
+        LIMIT,
+        tw.apply_policy(&owner, put("/", too_big, Action::Create)),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(
+        (e.status(), &*e.code()),
+        (413, "policies:policy.toolarge"),
+        "{e}"
+    );
+    assert!(tw.get_policy(&PolicyId::new("big:p").unwrap()).is_none());
+
+    // Just below the limit is fine; one more entry is not, and changes nothing.
+    let fits = policy_of(max - 20_000);
+    tokio::time::timeout(
+        LIMIT,
+        tw.apply_policy(&owner, put("/", fits, Action::Create)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = tw.get_policy(&PolicyId::new("big:p").unwrap()).unwrap();
+    assert!(before.json_size() <= max);
+    let entry = json!({
+        "subjects": {"test:extra": {"type": "test"}},
+        "resources": {format!("thing:/{}", "x".repeat(30_000)): {"grant": ["READ"], "revoke": []}}
+    });
+    let e = tokio::time::timeout(
+        LIMIT,
+        tw.apply_policy(&owner, put("/entries/extra", entry, Action::Modify)),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(e.code(), "policies:policy.toolarge", "{e}");
+    let after = tw.get_policy(&PolicyId::new("big:p").unwrap()).unwrap();
+    assert_eq!(after.revision(), before.revision());
+    assert!(after.entry("extra").is_none());
+    // A small change still goes through.
+    let small = json!({"subjects": {"test:extra": {"type": "test"}}, "resources": {}});
+    tokio::time::timeout(
+        LIMIT,
+        tw.apply_policy(&owner, put("/entries/extra", small, Action::Modify)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_event_ring_is_bounded_in_bytes_for_a_subscriber_that_does_not_read() {
+    let config = EngineConfig {
+        event_buffer_bytes: 1024 * 1024,
+        ..EngineConfig::default()
+    };
+    let tw = Twins::in_memory(config);
+    let owner = user("owner");
+    put_policy(
+        &tw,
+        &owner,
+        "ring:p",
+        policy(&[
+            ("test:owner", "thing:/", &["READ", "WRITE"]),
+            ("test:owner", "policy:/", &["READ", "WRITE"]),
+        ]),
+    )
+    .await;
+    ok(
+        &tw,
+        &owner,
+        cmd(
+            "ring:t",
+            Action::Create,
+            "/",
+            Some(json!({"policyId": "ring:p"})),
+        ),
+    )
+    .await;
+    let mut slow = tw.subscribe(owner.clone(), None).unwrap();
+    // 100 writes of 100 KiB: 10 MiB of events, ten times the ring's bytes.
+    let big = "x".repeat(100 * 1024);
+    for i in 0..100 {
+        ok(
+            &tw,
+            &owner,
+            cmd(
+                "ring:t",
+                Action::Modify,
+                "/attributes/blob",
+                Some(json!(format!("{i}{big}"))),
+            ),
+        )
+        .await;
+    }
+    let first = tokio::time::timeout(LIMIT, slow.recv()).await.unwrap();
+    let Err(opentwins_core::engine::RecvError::Lagged(missed)) = first else {
+        panic!("the subscriber should have lagged: {first:?}");
+    };
+    assert!((90..100).contains(&missed), "{missed} events dropped");
+    // The rest arrive, newest last.
+    let mut last = None;
+    for _ in missed..100 {
+        let e = tokio::time::timeout(LIMIT, slow.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        last = e.value;
+    }
+    let last = last.unwrap();
+    assert!(
+        last.as_str().unwrap().starts_with("99x"),
+        "the newest is kept"
+    );
+}

@@ -15,8 +15,13 @@ pub struct EngineConfig {
     pub max_thing_bytes: usize,
     /// Largest value one command may carry, in bytes of compact JSON.
     pub max_value_bytes: usize,
-    /// Events buffered per subscriber before a slow subscriber is told it lagged.
+    /// Events the event ring holds for subscribers (one ring shared by all of them): a
+    /// subscriber further behind skips the oldest and is told it lagged.
     pub event_buffer: usize,
+    /// Bytes the event ring holds: the events' values as compact JSON plus a fixed 256 bytes
+    /// each, and once per version the policies buffered events refer to. Beyond it the oldest
+    /// events are dropped as for `event_buffer` (the newest is always kept). Default 64 MiB.
+    pub event_buffer_bytes: usize,
     /// Things kept parsed in memory; beyond it, the things made hot longest ago are kept as
     /// their compact JSON and parsed again when a command touches them (about 3 µs for a small
     /// thing). 0 (the default) keeps every thing parsed.
@@ -47,6 +52,7 @@ impl Default for EngineConfig {
             max_thing_bytes: 2 * 1024 * 1024,
             max_value_bytes: 1024 * 1024,
             event_buffer: 4096,
+            event_buffer_bytes: 64 * 1024 * 1024,
             max_hot_things: 0,
             max_pending_writes: 8192,
             transient: Vec::new(),

@@ -14,6 +14,7 @@ mod hot;
 mod policy_cmd;
 mod precondition;
 mod replicate;
+mod ring;
 mod seal;
 mod search;
 mod subscribe;
@@ -24,8 +25,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-use tokio::sync::broadcast;
 
 pub use config::EngineConfig;
 pub use replicate::{Applied, replicated};
@@ -131,7 +130,8 @@ struct Inner {
     /// Serialises policy writes (rare) so read-modify-write of a policy is atomic; holds the
     /// last default policy created, whose entries the next one shares when they are equal.
     policy_write: Mutex<Option<Arc<Policy>>>,
-    events: broadcast::Sender<Arc<subscribe::Published>>,
+    /// Recent events for subscribers, bounded in events and bytes.
+    events: Arc<ring::Ring>,
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     /// Writes handed to the store and not yet durable (`max_pending_writes` permits).
     pending: Arc<tokio::sync::Semaphore>,
@@ -179,6 +179,13 @@ impl Quarantined {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Subscribers read what is buffered, then learn that the engine is gone.
+        self.events.close();
+    }
+}
+
 impl Twins {
     /// Opens the engine on `store`, loading every policy and thing it holds.
     pub fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Twins> {
@@ -193,7 +200,7 @@ impl Twins {
         let transient = transient::Transient::parse(&config.transient)?;
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
-        let mut shared: HashMap<String, Arc<Policy>> = HashMap::new();
+        let mut shared: HashMap<Vec<u8>, Arc<Policy>> = HashMap::new();
         let mut quarantined = Vec::new();
         for record in store.scan(Kind::Policy)? {
             let parsed = serde_json::from_slice(&record.json)
@@ -206,7 +213,7 @@ impl Twins {
                     continue;
                 }
             };
-            let key = policy.entries_json().to_string();
+            let key = policy.entries_json_bytes();
             if let Some(first) = shared.get(&key) {
                 policy.share_entries_with(first);
             }
@@ -246,7 +253,7 @@ impl Twins {
                 }
             }
         }
-        let (events, _) = broadcast::channel(config.event_buffer.max(1));
+        let events = ring::Ring::new(config.event_buffer, config.event_buffer_bytes);
         let pending = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_writes.max(1),
         ));

@@ -16,8 +16,10 @@ impl Twins {
     pub async fn apply_policy(
         &self,
         auth: &AuthContext,
-        cmd: PolicyCommand,
+        mut cmd: PolicyCommand,
     ) -> Result<PolicyOutcome> {
+        // Owned from here on: a big body is parsed into the policy and dropped, never copied.
+        let value = cmd.value.take();
         let wait = cmd.action.is_write() && cmd.headers.wants_persisted();
         let inner = &self.inner;
         if cmd.action.is_write() {
@@ -53,11 +55,10 @@ impl Twins {
                 ));
             }
             (Action::Create | Action::Modify, None) if cmd.path.is_root() => {
-                let value = cmd
-                    .value
-                    .clone()
-                    .ok_or_else(|| Error::field_invalid("A policy command needs a value."))?;
+                let value =
+                    value.ok_or_else(|| Error::field_invalid("A policy command needs a value."))?;
                 let policy = Arc::new(Policy::from_json(&cmd.policy_id, &value, Timestamp::now())?);
+                drop(value);
                 let response = reply(201, Some(policy.to_json()), Some(policy.etag()));
                 let op = WriteOp::Put {
                     record: policy_record(&policy),
@@ -113,11 +114,9 @@ impl Twins {
                     next.delete_at(&cmd.path)?;
                     204
                 } else {
-                    let value = cmd
-                        .value
-                        .clone()
+                    let value = value
                         .ok_or_else(|| Error::field_invalid("A modify command needs a value."))?;
-                    if next.modify_at(&cmd.path, value.clone())? {
+                    if next.modify_at(&cmd.path, value)? {
                         201
                     } else {
                         204

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tokio::sync::broadcast;
 
 use super::Twins;
 use super::access::Access;
+use super::ring::{Receiver, RingError};
 use crate::error::Result;
 use crate::policy::{AuthContext, Policy};
 use crate::protocol::ThingEvent;
@@ -17,6 +17,29 @@ use crate::query::Filter;
 pub(super) struct Published {
     pub(super) event: ThingEvent,
     pub(super) policy: Option<Arc<Policy>>,
+}
+
+impl Published {
+    /// What the event counts against the ring's byte bound: its value as compact JSON plus
+    /// its id, path and a fixed part for the rest (the policy is counted by the ring, once per
+    /// version).
+    pub(super) fn bytes(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + self.event.thing_id.as_str().len()
+            + self
+                .event
+                .path
+                .segments()
+                .iter()
+                .map(|s| s.len() + 1)
+                .sum::<usize>()
+            + self
+                .event
+                .value
+                .as_ref()
+                .map_or(0, crate::model::schema::json_size)
+    }
 }
 
 /// Why [`Subscription::recv`] returned no event.
@@ -33,7 +56,7 @@ pub enum RecvError {
 
 /// A live stream of the events one caller may see.
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Published>>,
+    rx: Receiver,
     auth: AuthContext,
     filter: Option<Filter>,
 }
@@ -58,8 +81,8 @@ impl Subscription {
         loop {
             let published = match self.rx.recv().await {
                 Ok(p) => p,
-                Err(broadcast::error::RecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
-                Err(broadcast::error::RecvError::Closed) => return Err(RecvError::Closed),
+                Err(RingError::Lagged(n)) => return Err(RecvError::Lagged(n)),
+                Err(RingError::Closed) => return Err(RecvError::Closed),
             };
             let access = Access::new(&self.auth, published.policy.as_deref());
             let Some(event) = access.filter_event(published.event.clone()) else {

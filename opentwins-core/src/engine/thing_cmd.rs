@@ -654,9 +654,8 @@ impl Inner {
 
     /// Hands an event to subscribers only.
     fn publish(&self, event: &ThingEvent, policy: Option<Arc<Policy>>) {
-        if self.events.receiver_count() > 0 {
-            // No receiver is not an error: nobody subscribed.
-            let _ = self.events.send(Arc::new(super::subscribe::Published {
+        if self.events.has_receivers() {
+            self.events.send(Arc::new(super::subscribe::Published {
                 event: event.clone(),
                 policy,
             }));
@@ -882,9 +881,7 @@ pub(super) fn policy_record(policy: &Policy) -> Record {
         kind: Kind::Policy,
         id: policy.id().to_string(),
         revision: policy.revision(),
-        json: serde_json::to_vec(&policy.full_json())
-            .unwrap_or_default()
-            .into(),
+        json: policy.full_json_bytes().into(),
     }
 }
 

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::History;
 use crate::model::{PathPattern, Timestamp};
 
+/// The default of [`HistoryConfig::max_points_per_path`] and of the backends' point limit
+/// ([`super::MemoryHistory::new`], [`super::SledHistory::open`]): about a week of one point a
+/// minute, so that one writer reporting fast cannot grow a path without bound.
+pub const DEFAULT_MAX_POINTS_PER_PATH: usize = 10_000;
+
 /// Configuration of the history (TOML-friendly: durations as `"7d"`, `"5m"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,7 +29,8 @@ pub struct HistoryConfig {
     #[serde(with = "humantime_duration")]
     pub retention: Duration,
     /// The most points kept per path: recording one more removes the oldest (on write).
-    /// 0 = unlimited (the default).
+    /// Default [`DEFAULT_MAX_POINTS_PER_PATH`] (10,000: a week of one point a minute);
+    /// 0 = unlimited.
     pub max_points_per_path: usize,
     /// Values whose JSON is longer are not recorded (camera frames, blobs); 0 = no limit.
     /// Default 64 KiB.
@@ -40,7 +46,7 @@ impl Default for HistoryConfig {
             paths: vec![PathPattern::parse("/features/*/properties").expect("a valid pattern")],
             exclude: Vec::new(),
             retention: Duration::from_secs(7 * 24 * 3600),
-            max_points_per_path: 0,
+            max_points_per_path: DEFAULT_MAX_POINTS_PER_PATH,
             max_value_bytes: 64 * 1024,
             prune_interval: Duration::from_secs(300),
         }
@@ -128,6 +134,7 @@ mod tests {
         let c: HistoryConfig = serde_json::from_value(json!({})).unwrap();
         assert_eq!(c, HistoryConfig::default());
         assert_eq!(c.paths[0].to_string(), "/features/*/properties");
+        assert_eq!(c.max_points_per_path, 10_000, "a path is capped by default");
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<HistoryConfig>(&text).unwrap(), c);
         let c: HistoryConfig = serde_json::from_value(json!({

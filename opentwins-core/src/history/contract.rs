@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use serde_json::{Value, json};
 
-use super::{History, MemoryHistory, Order, Point, SledHistory, Span};
+use super::{DEFAULT_MAX_POINTS_PER_PATH, History, MemoryHistory, Order, Point, SledHistory, Span};
 use crate::history::Cursor;
 use crate::model::{Pointer, ThingId, Timestamp};
 
@@ -205,6 +205,48 @@ fn suite(make: &dyn Fn(usize) -> Box<dyn History>) {
     ranges_and_order(make(0).as_ref());
     tombstones_and_prune(make(0).as_ref());
     point_limit(make(3).as_ref());
+}
+
+/// A backend as constructed, without `with_max_points`, keeps the newest
+/// [`DEFAULT_MAX_POINTS_PER_PATH`] points of a path: writing past the cap drops the oldest.
+fn default_cap(h: &dyn History) {
+    let t = thing("c:cap");
+    let cap = DEFAULT_MAX_POINTS_PER_PATH as u64;
+    let total = cap + 25;
+    // In batches as a busy writer's events would come, then one by one past the cap.
+    let mut i = 1;
+    while i <= total {
+        let end = if i + 500 <= cap { i + 499 } else { i };
+        let batch: Vec<_> = (i..=end)
+            .map(|n| pt(X, n * 10, n, Some(json!(n))))
+            .collect();
+        h.record(&t, &batch).unwrap();
+        i = end + 1;
+    }
+    // Another path of the same thing is capped on its own.
+    h.record(&t, &[pt(XY, 5, 1, Some(json!(1)))]).unwrap();
+    let s = h.paths(&t, &Pointer::root()).unwrap();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!(s[0].count, cap, "the path holds exactly the cap");
+    assert_eq!(s[0].first.as_micros(), 26 * 10, "the 25 oldest are gone");
+    assert_eq!(s[0].last.as_micros(), total * 10, "the newest is kept");
+    assert_eq!(s[1].count, 1);
+    let kept = scan(h, &t, X, Span::all(), Order::Asc);
+    assert_eq!(kept.len() as u64, cap);
+    assert_eq!(kept.first(), Some(&(260, 26)));
+    assert_eq!(kept.last(), Some(&(total * 10, total)));
+    assert!(scan(h, &t, X, span((0, 0), (250, u64::MAX)), Order::Asc).is_empty());
+}
+
+#[test]
+fn backends_cap_points_per_path_by_default() {
+    assert_eq!(
+        crate::history::HistoryConfig::default().max_points_per_path,
+        DEFAULT_MAX_POINTS_PER_PATH
+    );
+    default_cap(&MemoryHistory::new());
+    let db = ::sled::Config::new().temporary(true).open().unwrap();
+    default_cap(&SledHistory::open(&db).unwrap());
 }
 
 #[test]

@@ -6,20 +6,32 @@ use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 
-use super::{Cursor, History, Order, PathSummary, Point, Result, Span};
+use super::{
+    Cursor, DEFAULT_MAX_POINTS_PER_PATH, History, Order, PathSummary, Point, Result, Span,
+};
 use crate::model::{Pointer, ThingId, Timestamp};
 
 type Series = BTreeMap<Cursor, Option<Value>>;
 
 /// The in-memory backend of [`History`]: nothing survives the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryHistory {
     max_points: usize,
     series: Mutex<BTreeMap<(ThingId, Pointer), Series>>,
 }
 
+impl Default for MemoryHistory {
+    fn default() -> Self {
+        MemoryHistory {
+            max_points: DEFAULT_MAX_POINTS_PER_PATH,
+            series: Mutex::default(),
+        }
+    }
+}
+
 impl MemoryHistory {
-    /// An empty history without a point limit.
+    /// An empty history keeping at most [`DEFAULT_MAX_POINTS_PER_PATH`] points per path
+    /// (change it with [`MemoryHistory::with_max_points`]).
     pub fn new() -> Self {
         MemoryHistory::default()
     }

@@ -23,7 +23,7 @@ mod sled;
 #[cfg(test)]
 mod contract;
 
-pub use self::config::{HistoryConfig, run_retention};
+pub use self::config::{DEFAULT_MAX_POINTS_PER_PATH, HistoryConfig, run_retention};
 pub use self::memory::MemoryHistory;
 pub use self::query::{
     Bucket, Cursor, DEFAULT_LIMIT, HistoryQuery, MAX_LIMIT, Order, QueryResult, Span, parse_step,

@@ -21,7 +21,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
 
-use super::{Cursor, History, HistoryError, Order, PathSummary, Point, Result, Span};
+use super::{
+    Cursor, DEFAULT_MAX_POINTS_PER_PATH, History, HistoryError, Order, PathSummary, Point, Result,
+    Span,
+};
 use crate::model::{Pointer, ThingId, Timestamp};
 
 const POINT: u8 = b'p';
@@ -46,12 +49,14 @@ impl std::fmt::Debug for SledHistory {
 }
 
 impl SledHistory {
-    /// Opens the `history` tree of `db` (created if missing), without a point limit.
+    /// Opens the `history` tree of `db` (created if missing), keeping at most
+    /// [`DEFAULT_MAX_POINTS_PER_PATH`] points per path (change it with
+    /// [`SledHistory::with_max_points`]).
     pub fn open(db: &::sled::Db) -> Result<Self> {
         let tree = db.open_tree("history").map_err(unavailable)?;
         Ok(SledHistory {
             tree,
-            max_points: 0,
+            max_points: DEFAULT_MAX_POINTS_PER_PATH,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }

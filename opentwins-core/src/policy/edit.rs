@@ -124,11 +124,21 @@ impl Policy {
     /// can only be changed in an existing entry (`policies:entry.notfound` otherwise).
     /// The value is validated as in [`Policy::from_json`]. A change that would leave nobody able
     /// to manage the policy is refused with `policies:policy.notmodifiable` (403, Ditto's
-    /// status for this case) and changes nothing. The revision is not touched: call
-    /// [`Policy::touch`].
+    /// status for this case) and changes nothing; so is a change that would make the policy
+    /// larger than [`crate::Limits::max_policy_bytes`] (`policies:policy.toolarge`). The
+    /// revision is not touched: call [`Policy::touch`].
     pub fn modify_at(&mut self, path: &Pointer, value: Value) -> Result<bool> {
-        let mut entries = (*self.entries).clone();
-        let created = match target(path)? {
+        let target = target(path)?;
+        let whole = matches!(target, Target::Root | Target::Entries);
+        // A replacement of every entry is checked before anything is built from it, and needs
+        // no copy of the entries it replaces.
+        let mut entries = if whole {
+            super::model::check_policy_size(crate::model::schema::json_size(&value))?;
+            Vec::new()
+        } else {
+            (*self.entries).clone()
+        };
+        let created = match target {
             Target::Root => {
                 entries = parse_body(&self.id, &value)?;
                 false
@@ -248,7 +258,11 @@ impl Policy {
             )
             .with_description(e.message().to_owned()));
         }
-        self.entries = Arc::new(entries);
+        let before = std::mem::replace(&mut self.entries, Arc::new(entries));
+        if let Err(e) = self.check_size() {
+            self.entries = before;
+            return Err(e);
+        }
         self.invalidate();
         Ok(())
     }

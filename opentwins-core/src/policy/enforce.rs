@@ -22,10 +22,13 @@ use crate::model::Pointer;
 pub(crate) struct Compiled {
     /// Number of `u64` words of an entry bit set.
     words: usize,
-    /// Subject id → entries naming it (a bit set of `words` words), sorted by subject id.
-    subjects: Vec<(Box<str>, Box<[u64]>)>,
+    /// Subject id → the entries naming it (indices, ascending), sorted by subject id. Sparse,
+    /// so that a policy of many entries with a subject each stays linear in size.
+    subjects: Vec<(Box<str>, Box<[u32]>)>,
     /// One tree per [`ResourceType`], indexed by [`ResourceType::index`].
     roots: [Node; 3],
+    /// About how many heap bytes the policy holds: its entries and this compiled form.
+    bytes: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -80,15 +83,16 @@ impl Node {
             .map(|i| &self.children[i].1)
     }
 
-    fn child_mut(&mut self, key: &str) -> &mut Node {
-        let i = match self.children.binary_search_by(|(k, _)| (**k).cmp(key)) {
-            Ok(i) => i,
+    /// The child at `key`, made if missing (then `true`).
+    fn child_mut(&mut self, key: &str) -> (&mut Node, bool) {
+        let (i, new) = match self.children.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            Ok(i) => (i, false),
             Err(i) => {
                 self.children.insert(i, (key.into(), Node::default()));
-                i
+                (i, true)
             }
         };
-        &mut self.children[i].1
+        (&mut self.children[i].1, new)
     }
 
     /// The decision of this key for the caller: `Some(false)` if an applicable rule revokes,
@@ -107,9 +111,13 @@ impl Node {
         granted.then_some(true)
     }
 
-    /// Fills `grant_below` / `revoke_below`; returns the union of this node's own rules and
+    /// Fills `grant_below` / `revoke_below` (and trims the node's lists); returns the union of this node's own rules and
     /// everything below (grant, revoke).
     fn summarise(&mut self) -> (u8, u8) {
+        // Built by pushing; most nodes have one child or rule, not the four a growing Vec
+        // reserves.
+        self.children.shrink_to_fit();
+        self.rules.shrink_to_fit();
         let (mut g, mut r) = (0, 0);
         for (_, child) in &mut self.children {
             let (cg, cr) = child.summarise();
@@ -148,39 +156,58 @@ impl Compiled {
     fn new(policy: &Policy) -> Compiled {
         let entries = policy.entries();
         let words = entries.len().div_ceil(64).max(1);
-        let mut subjects: Vec<(Box<str>, Box<[u64]>)> = Vec::new();
         let mut roots: [Node; 3] = Default::default();
+        let mut pairs: Vec<(&str, u32)> = Vec::new();
+        let mut keys = Vec::new();
         for (i, (_, entry)) in entries.iter().enumerate() {
-            let (word, bit) = (i / 64, i % 64);
-            for (id, _) in entry.subjects() {
-                let slot = match subjects.binary_search_by(|(s, _)| (**s).cmp(id.as_str())) {
-                    Ok(j) => j,
-                    Err(j) => {
-                        subjects.insert(j, (id.as_str().into(), vec![0; words].into()));
-                        j
-                    }
-                };
-                subjects[slot].1[word] |= 1 << bit;
+            let i = i as u32;
+            pairs.extend(entry.subjects().iter().map(|(id, _)| (id.as_str(), i)));
+            keys.extend(entry.resources().iter().map(|(key, r)| (key, i, r)));
+        }
+        // In key order every new child of a node sorts last: each insertion appends, so
+        // building stays O(n log n) however many children a node gets.
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let mut nodes = 0usize;
+        for (key, entry, resource) in keys {
+            let mut node = &mut roots[key.resource_type().index()];
+            for seg in key.path().segments() {
+                let (child, new) = node.child_mut(seg);
+                nodes += usize::from(new);
+                node = child;
             }
-            for (key, resource) in entry.resources() {
-                let mut node = &mut roots[key.resource_type().index()];
-                for seg in key.path().segments() {
-                    node = node.child_mut(seg);
-                }
-                node.rules.push(Rule {
-                    entry: i as u32,
-                    grant: resource.grant.bits(),
-                    revoke: resource.revoke.bits(),
-                });
-            }
+            node.rules.push(Rule {
+                entry,
+                grant: resource.grant.bits(),
+                revoke: resource.revoke.bits(),
+            });
         }
         for root in &mut roots {
             root.summarise();
         }
+        // Sorted by subject, then entry: each subject's entries are one run, ascending.
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut subjects: Vec<(Box<str>, Box<[u32]>)> = Vec::new();
+        let mut run: Vec<u32> = Vec::new();
+        for (n, (id, entry)) in pairs.iter().enumerate() {
+            run.push(*entry);
+            if pairs.get(n + 1).is_none_or(|(next, _)| next != id) {
+                subjects.push(((*id).into(), std::mem::take(&mut run).into()));
+            }
+        }
+        subjects.shrink_to_fit();
+        let compiled_bytes = nodes * (std::mem::size_of::<(Box<str>, Node)>() + 16)
+            + pairs.len() * 4
+            + subjects.iter().map(|(id, _)| id.len() + 48).sum::<usize>()
+            + entries
+                .iter()
+                .map(|(_, e)| e.resources().len() * std::mem::size_of::<Rule>())
+                .sum::<usize>();
         Compiled {
             words,
             subjects,
             roots,
+            bytes: policy.model_bytes() + compiled_bytes,
         }
     }
 
@@ -194,18 +221,16 @@ impl Compiled {
         if self.words == 1 {
             let mut m = 0;
             for s in auth.subjects() {
-                if let Some(mask) = lookup(s) {
-                    m |= mask[0];
+                for e in lookup(s).into_iter().flatten() {
+                    m |= 1 << e;
                 }
             }
             Caller::Small(m)
         } else {
             let mut v = vec![0u64; self.words];
             for s in auth.subjects() {
-                if let Some(mask) = lookup(s) {
-                    for (w, m) in v.iter_mut().zip(mask.iter()) {
-                        *w |= m;
-                    }
+                for e in lookup(s).into_iter().flatten() {
+                    v[(e / 64) as usize] |= 1 << (e % 64);
                 }
             }
             Caller::Large(v)
@@ -242,6 +267,12 @@ impl Compiled {
 impl Policy {
     fn compiled(&self) -> &Compiled {
         self.compiled.get_or_init(|| Compiled::new(self))
+    }
+
+    /// About how many heap bytes this policy holds, its compiled form included (computed
+    /// once per version, with the compiled form).
+    pub(crate) fn memory_estimate(&self) -> usize {
+        self.compiled().bytes
     }
 
     /// Whether `auth` has permission `p` at exactly `path` of resource type `t`.

@@ -346,15 +346,20 @@ fn parse_permissions(key: &ResourceKey, field: &str, v: &Value) -> Result<Permis
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Subject {
     subject_type: String,
-    extra: Map<String, Value>,
+    /// The other fields; `None` when there are none (most subjects), which keeps a subject
+    /// small in a policy of many.
+    extra: Option<Box<Map<String, Value>>>,
 }
+
+/// What [`Subject::extra`] answers for a subject without other fields.
+static NO_EXTRA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
 impl Subject {
     /// A subject with this type and no other fields.
     pub fn new(subject_type: impl Into<String>) -> Self {
         Subject {
             subject_type: subject_type.into(),
-            extra: Map::new(),
+            extra: None,
         }
     }
 
@@ -387,9 +392,9 @@ impl Subject {
             .collect();
         let subject = Subject {
             subject_type,
-            extra,
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
         };
-        if let Some(v) = subject.extra.get("expiry") {
+        if let Some(v) = subject.extra().get("expiry") {
             let s = v.as_str().ok_or_else(|| {
                 Error::field_invalid(format!(
                     "The field 'expiry' of the subject '{id}' must be an RFC 3339 timestamp string."
@@ -402,9 +407,10 @@ impl Subject {
 
     /// `{"type": "...", ...extra fields}`.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::with_capacity(self.extra.len() + 1);
+        let extra = self.extra();
+        let mut m = Map::with_capacity(extra.len() + 1);
         m.insert("type".into(), Value::String(self.subject_type.clone()));
-        m.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         Value::Object(m)
     }
 
@@ -415,12 +421,12 @@ impl Subject {
 
     /// The other fields.
     pub fn extra(&self) -> &Map<String, Value> {
-        &self.extra
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
     }
 
     /// When the subject expires (Ditto's `expiry`), if it does.
     pub fn expiry(&self) -> Option<Timestamp> {
-        self.extra
+        self.extra()
             .get("expiry")
             .and_then(Value::as_str)
             .and_then(|s| Timestamp::parse(s).ok())
@@ -624,12 +630,12 @@ pub(crate) fn parse_subjects(label: &str, v: &Value) -> Result<Vec<(String, Subj
             "The subjects of the policy entry '{label}' must be a JSON object."
         ))
     })?;
-    obj.iter()
-        .map(|(id, s)| {
-            validate_subject_id(id)?;
-            Ok((id.clone(), Subject::from_json(id, s)?))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(obj.len());
+    for (id, s) in obj {
+        validate_subject_id(id)?;
+        out.push((id.clone(), Subject::from_json(id, s)?));
+    }
+    Ok(out)
 }
 
 /// Parses the `resources` object of entry `label`; keys are normalised, duplicates after
@@ -643,14 +649,20 @@ pub(crate) fn parse_resources(label: &str, v: &Value) -> Result<Vec<(ResourceKey
     let mut out: Vec<(ResourceKey, Resource)> = Vec::with_capacity(obj.len());
     for (k, r) in obj {
         let key = ResourceKey::parse(k)?;
-        if out.iter().any(|(seen, _)| *seen == key) {
-            return Err(Error::new(
-                ErrorKind::PolicyInvalid,
-                format!("The resource '{key}' appears twice in the policy entry '{label}'."),
-            ));
-        }
         let resource = Resource::from_json(&key, r)?;
         out.push((key, resource));
+    }
+    // Duplicates are neighbours once sorted: O(n log n) for entries of many resources.
+    let mut order: Vec<&ResourceKey> = out.iter().map(|(k, _)| k).collect();
+    order.sort_unstable();
+    if let Some(pair) = order.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::new(
+            ErrorKind::PolicyInvalid,
+            format!(
+                "The resource '{}' appears twice in the policy entry '{label}'.",
+                pair[0]
+            ),
+        ));
     }
     Ok(out)
 }
@@ -714,12 +726,19 @@ impl Policy {
         now: Timestamp,
     ) -> Self {
         let mut list: Vec<(String, PolicyEntry)> = Vec::new();
+        // Label → position, so that many entries cost O(n), not O(n²).
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (label, entry) in entries {
-            match list.iter_mut().find(|(l, _)| *l == label) {
-                Some(slot) => slot.1 = entry,
-                None => list.push((label, entry)),
+            match seen.get(&label) {
+                Some(&i) => list[i].1 = entry,
+                None => {
+                    seen.insert(label.clone(), list.len());
+                    list.push((label, entry));
+                }
             }
         }
+        // Grown by pushing: give back what doubling reserved.
+        list.shrink_to_fit();
         Policy {
             id,
             entries: Arc::new(list),
@@ -737,8 +756,11 @@ impl Policy {
     /// not supported); a `policyId` that differs from `id` is `policies:id.invalid`; wrong types,
     /// unknown and missing fields are `json.field.invalid`; invalid labels, subject ids, resource
     /// keys and unknown permissions are `policies:policy.invalid`; and the policy must stay
-    /// manageable (see [`Policy::check_manageable`]).
+    /// manageable (see [`Policy::check_manageable`]). A body larger than
+    /// [`crate::Limits::max_policy_bytes`] is `policies:policy.toolarge`.
     pub fn from_json(id: &PolicyId, value: &Value, now: Timestamp) -> Result<Policy> {
+        // Checked before anything is built from it.
+        check_policy_size(crate::model::schema::json_size(value))?;
         let entries = parse_body(id, value)?;
         let policy = Policy::new(id.clone(), entries, now);
         policy.check_manageable()?;
@@ -786,6 +808,12 @@ impl Policy {
             m.insert("_modified".into(), Value::String(self.modified.to_string()));
         }
         v
+    }
+
+    /// [`Policy::full_json`] as bytes, written straight from the model (no JSON value of the
+    /// whole policy is built on the way).
+    pub fn full_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&ser::Full(self)).unwrap_or_default()
     }
 
     /// Reads a policy written by [`Policy::full_json`]. The structure is validated like user
@@ -944,6 +972,12 @@ impl Policy {
         Some(Arc::make_mut(&mut self.entries).remove(i).1)
     }
 
+    /// The entries as compact JSON bytes, written straight from the model (a cheap key for
+    /// finding policies with equal entries).
+    pub(crate) fn entries_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&ser::Entries(&self.entries)).unwrap_or_default()
+    }
+
     pub(crate) fn entries_json(&self) -> Value {
         Value::Object(
             self.entries
@@ -951,6 +985,127 @@ impl Policy {
                 .map(|(l, e)| (l.clone(), e.to_json()))
                 .collect(),
         )
+    }
+
+    /// The size of [`Policy::to_json`] as compact JSON (strings counted without escapes, as
+    /// [`crate::model::schema::json_size`] counts), computed from the model without building
+    /// the JSON.
+    pub fn json_size(&self) -> usize {
+        use crate::model::schema::json_size;
+        let text = |s: &str| s.len() + 2;
+        // `{}` around n members separated by n - 1 commas, each `"key":value`.
+        let object = |n: usize| 2 + n.saturating_sub(1);
+        let perms = |p: Permissions| {
+            2 + p.iter().count().saturating_sub(1)
+                + p.iter().map(|p| text(p.as_str())).sum::<usize>()
+        };
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|(label, e)| {
+                let subjects: usize = e
+                    .subjects
+                    .iter()
+                    .map(|(id, s)| {
+                        let extra: usize = s
+                            .extra()
+                            .iter()
+                            .map(|(k, v)| text(k) + 1 + json_size(v) + 1)
+                            .sum();
+                        text(id) + 1 + object(1) + text("type") + 1 + text(&s.subject_type) + extra
+                    })
+                    .sum();
+                let resources: usize = e
+                    .resources
+                    .iter()
+                    .map(|(k, r)| {
+                        let key = k.resource_type.as_str().len()
+                            + 1
+                            + k.path
+                                .segments()
+                                .iter()
+                                .map(|s| s.len() + 1)
+                                .sum::<usize>()
+                                .max(1);
+                        key + 2
+                            + 1
+                            + object(2)
+                            + text("grant")
+                            + 1
+                            + perms(r.grant)
+                            + text("revoke")
+                            + 1
+                            + perms(r.revoke)
+                    })
+                    .sum();
+                text(label)
+                    + 1
+                    + object(2)
+                    + text("subjects")
+                    + 1
+                    + object(e.subjects.len())
+                    + subjects
+                    + text("resources")
+                    + 1
+                    + object(e.resources.len())
+                    + resources
+            })
+            .sum();
+        object(2)
+            + text("policyId")
+            + 1
+            + text(self.id.as_str())
+            + text("entries")
+            + 1
+            + object(self.entries.len())
+            + entries
+    }
+
+    /// Fails with `policies:policy.toolarge` (413) if the policy is larger than
+    /// [`crate::Limits::max_policy_bytes`].
+    pub fn check_size(&self) -> Result<()> {
+        check_policy_size(self.json_size())
+    }
+
+    /// About how many heap bytes the entries take (for [`Policy::memory_estimate`]).
+    pub(crate) fn model_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let subject = size_of::<(String, Subject)>();
+        let resource = size_of::<(ResourceKey, Resource)>();
+        self.entries.capacity() * size_of::<(String, PolicyEntry)>()
+            + self
+                .entries
+                .iter()
+                .map(|(label, e)| {
+                    label.len()
+                        + e.subjects.capacity() * subject
+                        + e.subjects
+                            .iter()
+                            .map(|(id, s)| {
+                                id.len()
+                                    + s.subject_type.len()
+                                    + s.extra.as_ref().map_or(0, |m| {
+                                        m.iter()
+                                            .map(|(k, v)| {
+                                                k.len() + 8 * crate::model::schema::json_size(v)
+                                            })
+                                            .sum()
+                                    })
+                            })
+                            .sum::<usize>()
+                        + e.resources.capacity() * resource
+                        + e.resources
+                            .iter()
+                            .map(|(k, _)| {
+                                k.path
+                                    .segments()
+                                    .iter()
+                                    .map(|s| s.len() + 24)
+                                    .sum::<usize>()
+                            })
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     /// Drops the compiled form after a change.
@@ -972,6 +1127,26 @@ impl Policy {
         self.compiled = other.compiled.clone();
         true
     }
+}
+
+/// `policies:policy.toolarge` for a policy of `size` bytes beyond the limit, with Ditto's
+/// wording.
+pub(crate) fn check_policy_size(size: usize) -> Result<()> {
+    let max = crate::Limits::get().max_policy_bytes;
+    if size <= max {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::PolicyTooLarge,
+        format!(
+            "The size of '{:.1}' kB exceeds the maximal allowed Policy size of '{:.1}' kB.",
+            size as f64 / 1024.0,
+            max as f64 / 1024.0
+        ),
+    )
+    .with_description(
+        "Reduce the Policy size in the bounds of the specified limit (limits.max_policy_bytes).",
+    ))
 }
 
 fn is_request_subject(id: &str) -> bool {
@@ -1031,7 +1206,7 @@ pub(crate) fn check_manageable(entries: &[(String, PolicyEntry)]) -> Result<()> 
                 && if revoke { r.revoke } else { r.grant }.contains(Permission::Write)
         })
     };
-    let revoked: Vec<&str> = entries
+    let revoked: std::collections::HashSet<&str> = entries
         .iter()
         .filter(|(_, e)| root_says(e, true))
         .flat_map(|(_, e)| e.subjects.iter().map(|(id, _)| id.as_str()))
@@ -1042,7 +1217,7 @@ pub(crate) fn check_manageable(entries: &[(String, PolicyEntry)]) -> Result<()> 
         .any(|(_, e)| {
             e.subjects
                 .iter()
-                .any(|(id, s)| !s.extra.contains_key("expiry") && !revoked.contains(&id.as_str()))
+                .any(|(id, s)| !s.extra().contains_key("expiry") && !revoked.contains(id.as_str()))
         });
     if ok {
         Ok(())
@@ -1054,6 +1229,98 @@ pub(crate) fn check_manageable(entries: &[(String, PolicyEntry)]) -> Result<()> 
         .with_description(
             "Grant WRITE on 'policy:/' to a subject without 'expiry', or nobody could manage the Policy any more.",
         ))
+    }
+}
+
+/// Serialisation of the model without an intermediate [`Value`].
+mod ser {
+    use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+    use super::{Permissions, Policy, PolicyEntry, Resource, Subject};
+
+    pub(super) struct Full<'a>(pub(super) &'a Policy);
+    pub(super) struct Entries<'a>(pub(super) &'a [(String, PolicyEntry)]);
+    struct Entry<'a>(&'a PolicyEntry);
+    struct Subjects<'a>(&'a PolicyEntry);
+    struct Resources<'a>(&'a PolicyEntry);
+    struct SubjectJson<'a>(&'a Subject);
+    struct ResourceJson<'a>(&'a Resource);
+    struct Perms(Permissions);
+
+    impl Serialize for Full<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let p = self.0;
+            let mut m = s.serialize_map(Some(5))?;
+            m.serialize_entry("policyId", p.id.as_str())?;
+            m.serialize_entry("entries", &Entries(&p.entries))?;
+            m.serialize_entry("_revision", &p.revision)?;
+            m.serialize_entry("_created", &p.created.to_string())?;
+            m.serialize_entry("_modified", &p.modified.to_string())?;
+            m.end()
+        }
+    }
+
+    impl Serialize for Entries<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(l, e)| (l, Entry(e))))
+        }
+    }
+
+    impl Serialize for Entry<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("subjects", &Subjects(self.0))?;
+            m.serialize_entry("resources", &Resources(self.0))?;
+            m.end()
+        }
+    }
+
+    impl Serialize for Subjects<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.subjects.iter().map(|(id, x)| (id, SubjectJson(x))))
+        }
+    }
+
+    impl Serialize for Resources<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .resources
+                    .iter()
+                    .map(|(k, r)| (k.to_string(), ResourceJson(r))),
+            )
+        }
+    }
+
+    impl Serialize for SubjectJson<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let extra = self.0.extra();
+            let mut m = s.serialize_map(Some(extra.len() + 1))?;
+            m.serialize_entry("type", &self.0.subject_type)?;
+            for (k, v) in extra {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+
+    impl Serialize for ResourceJson<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("grant", &Perms(self.0.grant))?;
+            m.serialize_entry("revoke", &Perms(self.0.revoke))?;
+            m.end()
+        }
+    }
+
+    impl Serialize for Perms {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(None)?;
+            for p in self.0.iter() {
+                seq.serialize_element(p.as_str())?;
+            }
+            seq.end()
+        }
     }
 }
 
@@ -1112,6 +1379,39 @@ mod tests {
             ResourceKey::from_segments(&root.to_segments()).unwrap(),
             root
         );
+    }
+
+    #[test]
+    fn the_model_writes_and_measures_its_json_without_building_it() {
+        let body = json!({"entries": {
+            "owner": {
+                "subjects": {
+                    "nginx:ditto": {"type": "user"},
+                    "nginx:temp": {"type": "user", "expiry": "2099-01-01T00:00:00Z", "n": [1, 2]}
+                },
+                "resources": {
+                    "policy:/": {"grant": ["READ", "WRITE"], "revoke": []},
+                    "thing:/features/a": {"grant": [], "revoke": ["WRITE"]},
+                    "thing:/": {"grant": ["READ"], "revoke": []}
+                }
+            },
+            "empty": {"subjects": {}, "resources": {}}
+        }});
+        let p = Policy::from_json(&pid(), &body, Timestamp::from_micros(7)).unwrap();
+        let bytes = p.full_json_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v, p.full_json());
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            serde_json::to_string(&p.full_json()).unwrap(),
+            "same order"
+        );
+        assert_eq!(
+            p.json_size(),
+            serde_json::to_string(&p.to_json()).unwrap().len()
+        );
+        assert_eq!(p.json_size(), crate::model::schema::json_size(&p.to_json()));
+        assert_eq!(Policy::from_full_json(v).unwrap(), p);
     }
 
     #[test]
