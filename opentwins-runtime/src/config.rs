@@ -12,7 +12,7 @@ use opentwins_core::{EngineConfig, Limits};
 use opentwins_infer::processor::ProcessorConfig;
 use opentwins_transport::http::HttpConfig;
 use opentwins_transport::link::LinkConfig;
-use opentwins_transport::mqtt::{Mapping, MqttConfig, SubscriptionConfig};
+use opentwins_transport::mqtt::{Mapping, MqttConfig, SubscriptionConfig, TlsConfig};
 
 /// What an instance is for: the defaults differ, the code does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +141,8 @@ pub const ADMIN: &str = "opentwins:admin";
 /// The subject the lane processor writes as.
 pub const PROCESSOR: &str = "opentwins:processor";
 
-/// An edge's link to its hub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An edge's link to its hub. Its `Debug` output hides the password and the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubLinkConfig {
     /// `mqtt://host:port` (through a broker, with the hub's `fleet_links`), `http://host:port`
@@ -158,6 +158,14 @@ pub struct HubLinkConfig {
     pub remote_link: String,
     /// HTTP: bearer token for the hub.
     pub token: Option<String>,
+    /// MQTT: user name for the broker (on a broker with ACLs, the one whose rules let it
+    /// write `up` and read `down`); HTTP: Basic user at the hub.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<String>,
+    /// MQTT with an `mqtts://` URL: the CA of the broker's certificate, the client
+    /// certificate and key (as `mqtt.tls`).
+    pub tls: TlsConfig,
     /// Paths never sent (frames are transient anyway).
     pub exclude: Vec<String>,
     /// Paths this edge owns: reported state.
@@ -173,9 +181,44 @@ impl Default for HubLinkConfig {
             down: "opentwins/links/hub/down".into(),
             remote_link: String::new(),
             token: None,
+            username: None,
+            password: None,
+            tls: TlsConfig::default(),
             exclude: vec!["/features/camera".into()],
             owned: vec!["/features/*/properties".into()],
         }
+    }
+}
+
+impl std::fmt::Debug for HubLinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let HubLinkConfig {
+            url,
+            instance,
+            up,
+            down,
+            remote_link,
+            token,
+            username,
+            password,
+            tls,
+            exclude,
+            owned,
+        } = self;
+        let hide = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("HubLinkConfig")
+            .field("url", url)
+            .field("instance", instance)
+            .field("up", up)
+            .field("down", down)
+            .field("remote_link", remote_link)
+            .field("token", &hide(token))
+            .field("username", username)
+            .field("password", &hide(password))
+            .field("tls", tls)
+            .field("exclude", exclude)
+            .field("owned", owned)
+            .finish()
     }
 }
 

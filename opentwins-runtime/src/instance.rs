@@ -289,8 +289,8 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
             peer: PeerConfig::Http {
                 url: format!("{scheme}://{rest}"),
                 remote_link: remote.clone(),
-                username: None,
-                password: None,
+                username: hub.username.clone(),
+                password: hub.password.clone(),
                 token: hub.token.clone(),
             },
             direction: Direction::Out,
@@ -307,8 +307,9 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
                 subscribe: Some(hub.down.replace("{instance}", &hub.instance)),
                 qos: 1,
                 client_id: None,
-                username: None,
-                password: None,
+                username: hub.username.clone(),
+                password: hub.password.clone(),
+                tls: hub.tls.clone(),
             },
             exclude: hub.exclude.clone(),
             owned: hub.owned.clone(),
@@ -325,8 +326,10 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
             subscribe,
             qos: 1,
             client_id: None,
+            // The hub's links log in to the broker as its bridge does.
             username: config.mqtt.username.clone(),
             password: config.mqtt.password.clone(),
+            tls: config.mqtt.tls.clone(),
         };
         let down = fleet.down.replace("{instance}", id);
         all.push(LinkConfig {

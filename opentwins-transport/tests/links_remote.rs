@@ -195,6 +195,7 @@ fn mqtt_link(name: &str, url: &str, publish: String, subscribe: String, peer: &s
             client_id: None,
             username: None,
             password: None,
+            tls: Default::default(),
         },
         ..link_to(peer)
     }

@@ -168,6 +168,7 @@ async fn connect_mqtt(a: &Links, b: &Links, broker: &str, tag: &str) {
             client_id: Some(format!("{tag}-{f}-{t}")),
             username: None,
             password: None,
+            tls: Default::default(),
         };
         from.add(link(format!("to-{t}"), peer, t, Direction::Both))
             .await

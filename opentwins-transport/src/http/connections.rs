@@ -188,16 +188,14 @@ fn invalid(message: String) -> ApiError {
     )
 }
 
-/// The configuration without passwords and tokens.
+/// The configuration without passwords, tokens and the TLS key's password.
 fn redacted(config: &link::LinkConfig) -> Value {
     let mut v = serde_json::to_value(config).unwrap_or(Value::Null);
-    if let Some(peer) = v.get_mut("peer").and_then(Value::as_object_mut) {
-        for secret in ["password", "token"] {
-            if let Some(s) = peer.get_mut(secret)
-                && !s.is_null()
-            {
-                *s = Value::String("***".into());
-            }
+    for secret in ["/peer/password", "/peer/token", "/peer/tls/key_password"] {
+        if let Some(s) = v.pointer_mut(secret)
+            && !s.is_null()
+        {
+            *s = Value::String("***".into());
         }
     }
     v
@@ -210,4 +208,29 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         axum::http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config: link::LinkConfig = serde_json::from_value(json!({"name": "up", "peer": {
+            "kind": "mqtt", "url": "mqtts://b:8883", "publish": "p", "username": "edge-a",
+            "password": "pw-secret", "tls": {"ca_file": "/ca.crt", "key_password": "key-secret"}}}))
+        .unwrap();
+        let v = redacted(&config);
+        assert_eq!(v["peer"]["password"], "***");
+        assert_eq!(v["peer"]["tls"]["key_password"], "***");
+        assert_eq!(v["peer"]["username"], "edge-a");
+        assert_eq!(v["peer"]["tls"]["ca_file"], "/ca.crt");
+        assert!(!v.to_string().contains("secret"), "{v}");
+        let config: link::LinkConfig = serde_json::from_value(json!({"name": "up", "peer": {
+            "kind": "http", "url": "http://h", "remote_link": "e", "token": "tok-secret"}}))
+        .unwrap();
+        let v = redacted(&config);
+        assert_eq!(v["peer"]["token"], "***");
+        assert!(v["peer"]["password"].is_null());
+    }
 }

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use opentwins_core::model::{PathPattern, Pointer};
 
+use crate::mqtt::{TlsConfig, redact};
+
 /// One link between this instance and a peer. Every field but `name` and `peer` has a default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,8 +111,8 @@ impl Direction {
     }
 }
 
-/// Where the peer is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the peer is and how to reach it. Its `Debug` output hides passwords and tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum PeerConfig {
     /// Another instance in this process, by instance id (tests, examples, embedding).
@@ -120,9 +122,10 @@ pub enum PeerConfig {
         instance: String,
     },
     /// An MQTT broker both instances use: updates are published to `publish` and read from
-    /// `subscribe` (an MQTT filter); messages this instance sent itself are ignored.
+    /// `subscribe` (an MQTT filter); messages this instance sent itself are ignored. Connects
+    /// like the MQTT bridge (the same client, credentials and TLS settings).
     Mqtt {
-        /// `mqtt://host:port` or `mqtts://host:port`.
+        /// `mqtt://host:port` (also `tcp://`) or, over TLS, `mqtts://host:port` (also `ssl://`).
         url: String,
         /// Topic this instance publishes its updates to, e.g. `fleet/edge-1`.
         publish: String,
@@ -141,6 +144,10 @@ pub enum PeerConfig {
         /// Password for `username`.
         #[serde(default)]
         password: Option<String>,
+        /// TLS with an `mqtts://` URL: the CA that signed the broker's certificate, the
+        /// client certificate and key (mutual TLS), as the bridge's `mqtt.tls`.
+        #[serde(default)]
+        tls: TlsConfig,
     },
     /// A peer that posts its updates to this link's inbox
     /// (`POST /api/2/connections/{name}/inbox`) and cannot be reached from here (an edge behind
@@ -166,6 +173,52 @@ pub enum PeerConfig {
 
 fn default_qos() -> i32 {
     1
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerConfig::InProcess { instance } => f
+                .debug_struct("InProcess")
+                .field("instance", instance)
+                .finish(),
+            PeerConfig::Mqtt {
+                url,
+                publish,
+                subscribe,
+                qos,
+                client_id,
+                username,
+                password,
+                tls,
+            } => f
+                .debug_struct("Mqtt")
+                .field("url", url)
+                .field("publish", publish)
+                .field("subscribe", subscribe)
+                .field("qos", qos)
+                .field("client_id", client_id)
+                .field("username", username)
+                .field("password", &redact(password))
+                .field("tls", tls)
+                .finish(),
+            PeerConfig::Inbox {} => f.debug_struct("Inbox").finish(),
+            PeerConfig::Http {
+                url,
+                remote_link,
+                username,
+                password,
+                token,
+            } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("remote_link", remote_link)
+                .field("username", username)
+                .field("password", &redact(password))
+                .field("token", &redact(token))
+                .finish(),
+        }
+    }
 }
 
 impl PeerConfig {
@@ -308,6 +361,33 @@ mod tests {
                 r#"{"name": "x", "peer": {"kind": "carrier-pigeon"}}"#
             )
             .is_err()
+        );
+        let tls: LinkConfig = serde_json::from_str(
+            r#"{"name": "up", "peer": {"kind": "mqtt", "url": "mqtts://b:8883", "publish": "p",
+                "username": "edge-a", "password": "pw-secret",
+                "tls": {"ca_file": "/ca.crt", "cert_file": "/c.crt", "key_file": "/c.key", "key_password": "key-secret"}}}"#,
+        )
+        .unwrap();
+        let PeerConfig::Mqtt { tls: t, .. } = &tls.peer else {
+            panic!("{tls:?}")
+        };
+        assert_eq!(t.ca_file.as_deref(), Some(std::path::Path::new("/ca.crt")));
+        let text = format!("{tls:?}");
+        assert!(
+            !text.contains("pw-secret") && !text.contains("key-secret"),
+            "{text}"
+        );
+        assert!(text.contains("edge-a") && text.contains("/c.key"), "{text}");
+        let bad_tls = r#"{"name": "x", "peer": {"kind": "mqtt", "url": "mqtts://b", "publish": "p", "tls": {"ca": "x"}}}"#;
+        assert!(serde_json::from_str::<LinkConfig>(bad_tls).is_err());
+        let http: PeerConfig = serde_json::from_str(
+            r#"{"kind": "http", "url": "http://h", "remote_link": "e", "password": "pw-secret", "token": "tok-secret"}"#,
+        )
+        .unwrap();
+        let text = format!("{http:?}");
+        assert!(
+            !text.contains("pw-secret") && !text.contains("tok-secret"),
+            "{text}"
         );
         let ok = r#"{"name": "x", "peer": {"kind": "in-process", "instance": "a"}}"#;
         assert!(serde_json::from_str::<LinkConfig>(ok).is_ok());

@@ -154,6 +154,11 @@ trait Transport: Send + Sync {
     fn ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }
+    /// The transport's own view of its connection, when it keeps one (an MQTT peer): `Ok`
+    /// while connected, `Err(why)` while not (a wrong password, an unknown CA, a lost broker).
+    fn connection(&self) -> Option<Result<(), String>> {
+        None
+    }
 }
 
 type SendFuture<'a> =
@@ -649,11 +654,23 @@ impl Link {
         } else {
             now_ms().saturating_sub(sending)
         };
+        let last_error = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // A transport that keeps a connection knows better than the last send.
+        let (connected, last_error) = match self.transport.connection() {
+            Some(Ok(())) => (true, last_error),
+            Some(Err(why)) => (false, Some(why)),
+            None => (self.stats.connected.load(Ordering::Relaxed), last_error),
+        };
         LinkStatus {
             name: self.config.name.clone(),
             peer: self.config.peer.describe(),
             direction: self.config.direction,
-            connected: self.stats.connected.load(Ordering::Relaxed),
+            connected,
             backlog: o.entries,
             backlog_bytes: o.bytes,
             lag_ms,
@@ -663,12 +680,7 @@ impl Link {
             refused_by_peer: self.stats.refused.load(Ordering::Relaxed),
             coalesced: o.coalesced_total,
             dropped: o.dropped_total,
-            last_error: self
-                .stats
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error,
         }
     }
 }

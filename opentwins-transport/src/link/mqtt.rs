@@ -4,8 +4,12 @@
 //! The client keeps an MQTT 5 persistent session (clean start off, one hour expiry): updates a
 //! peer publishes while this instance is away wait at the broker. Updates this instance cannot
 //! publish wait in the link's outbox; `send` fails fast while disconnected.
+//!
+//! The connect options (credentials, TLS with CA and client certificate) come from the same
+//! function as the MQTT bridge's (`crate::mqtt::connect`); the link's status reports why the
+//! client is not connected (the broker refused the login, the certificate did not verify).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
@@ -13,6 +17,7 @@ use paho_mqtt as paho;
 use tokio::sync::{mpsc, watch};
 
 use super::{LinkConfig, Links, PeerConfig, SendFuture, Transport};
+use crate::mqtt::connect;
 
 pub(super) struct MqttPeer {
     client: paho::AsyncClient,
@@ -21,6 +26,12 @@ pub(super) struct MqttPeer {
     stop: watch::Sender<bool>,
     /// True once connected and subscribed.
     ready: watch::Receiver<bool>,
+    /// Why the last connection attempt failed or the connection was lost.
+    problem: Arc<Mutex<Option<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Connects (in the background, retrying) and starts reading the peer's updates.
@@ -33,6 +44,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         client_id,
         username,
         password,
+        tls,
     } = &config.peer
     else {
         unreachable!("called for MQTT peers only")
@@ -40,9 +52,21 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     if !(1..=2).contains(qos) {
         return Err(format!("qos must be 1 or 2, not {qos}"));
     }
-    let uri = url
-        .replace("mqtts://", "ssl://")
-        .replace("mqtt://", "tcp://");
+    let (uri, _) = connect::broker_uri(url).map_err(|e| e.to_string())?;
+    let options = connect::connect_options(&connect::Connect {
+        url,
+        username: username.as_deref(),
+        password: password.as_deref(),
+        tls,
+        clean_start: false,
+        session_expiry: Duration::from_secs(3600),
+        keep_alive: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
+        reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+        max_packet: None,
+        will: None,
+    })
+    .map_err(|e| e.to_string())?;
     let client_id = client_id
         .clone()
         .unwrap_or_else(|| format!("{}-{}", links.instance_id(), config.name));
@@ -53,25 +77,14 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         .persistence(paho::PersistenceType::None)
         .finalize();
     let client = paho::AsyncClient::new(create).map_err(|e| e.to_string())?;
-    let mut props = paho::Properties::new();
-    props
-        .push_u32(paho::PropertyCode::SessionExpiryInterval, 3600)
-        .map_err(|e| e.to_string())?;
-    let mut b = paho::ConnectOptionsBuilder::new_v5();
-    b.clean_start(false)
-        .properties(props)
-        .keep_alive_interval(Duration::from_secs(10))
-        .automatic_reconnect(Duration::from_millis(100), Duration::from_secs(5));
-    if let Some(user) = username {
-        b.user_name(user);
+    // Why the client is not connected, for the link's status.
+    let problem = Arc::new(Mutex::new(None::<String>));
+    {
+        let problem = problem.clone();
+        client.set_connection_lost_callback(move |_| {
+            *lock(&problem) = Some("the connection to the broker was lost".to_owned());
+        });
     }
-    if let Some(pass) = password {
-        b.password(pass.as_str());
-    }
-    if url.starts_with("mqtts://") {
-        b.ssl_options(paho::SslOptionsBuilder::new().finalize());
-    }
-    let options = b.finalize();
 
     let (tx, mut rx) = mpsc::channel::<paho::Message>(1024);
     client.set_message_callback(move |_, msg| {
@@ -83,11 +96,15 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     let runtime = tokio::runtime::Handle::current();
     let (ready_tx, ready) = watch::channel(false);
     let ready_tx = Arc::new(ready_tx);
-    if let Some(filter) = subscribe.clone() {
-        let qos = *qos;
+    {
+        let (filter, qos, problem) = (subscribe.clone(), *qos, problem.clone());
         let ready_tx = ready_tx.clone();
         client.set_connected_callback(move |cli| {
-            let (cli, filter, ready_tx) = (cli.clone(), filter.clone(), ready_tx.clone());
+            *lock(&problem) = None;
+            let Some(filter) = filter.clone() else {
+                return;
+            };
+            let (cli, ready_tx, problem) = (cli.clone(), ready_tx.clone(), problem.clone());
             runtime.spawn(async move {
                 let opts = paho::SubscribeOptionsBuilder::new()
                     .no_local(true)
@@ -99,7 +116,10 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                     Ok(_) => {
                         ready_tx.send_replace(true);
                     }
-                    Err(e) => tracing::error!(%filter, error = %e, "link subscribe failed"),
+                    Err(e) => {
+                        tracing::error!(%filter, error = %e, "link subscribe failed");
+                        *lock(&problem) = Some(format!("subscribing to '{filter}' failed: {e}"));
+                    }
                 }
             });
         });
@@ -111,10 +131,12 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         subscribe.clone().unwrap_or_default(),
     );
     let (stop, mut stopped) = watch::channel(false);
-    let (c, name, links) = (
+    let (c, name, links, url, first) = (
         client.clone(),
         config.name.clone(),
         Arc::downgrade(&links.inner),
+        url.clone(),
+        problem.clone(),
     );
     tokio::spawn(async move {
         // The first connection, retried (the library reconnects by itself only afterwards).
@@ -122,13 +144,24 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         loop {
             tokio::select! {
                 r = c.connect(options.clone()) => match r {
+                    // The connected callback has cleared the last problem.
                     Ok(_) => {
                         if !subscribes {
                             ready_tx.send_replace(true);
                         }
                         break;
                     }
-                    Err(e) => tracing::debug!(link = %name, error = %e, "link connect failed"),
+                    Err(e) => {
+                        // Loud once per reason (a wrong password or CA does not heal by itself).
+                        let why = format!("connecting to {url} failed: {e}");
+                        let mut last = lock(&first);
+                        if last.as_deref() == Some(why.as_str()) {
+                            tracing::debug!(link = %name, error = %why, "link connect failed");
+                        } else {
+                            tracing::warn!(link = %name, error = %why, "link connect failed; retrying");
+                            *last = Some(why);
+                        }
+                    }
                 },
                 _ = stopped.wait_for(|s| *s) => return,
             }
@@ -169,6 +202,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         qos: *qos,
         stop,
         ready,
+        problem,
     }))
 }
 
@@ -176,7 +210,9 @@ impl Transport for MqttPeer {
     fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
         Box::pin(async move {
             if !self.client.is_connected() {
-                return Err("not connected to the broker".to_owned());
+                return Err(lock(&self.problem)
+                    .clone()
+                    .unwrap_or_else(|| "not connected to the broker".to_owned()));
             }
             let msg = paho::Message::new(self.topic.as_str(), message, self.qos);
             match tokio::time::timeout(Duration::from_secs(10), self.client.publish(msg)).await {
@@ -193,6 +229,16 @@ impl Transport for MqttPeer {
 
     fn ready(&self) -> Option<watch::Receiver<bool>> {
         Some(self.ready.clone())
+    }
+
+    fn connection(&self) -> Option<Result<(), String>> {
+        let problem = lock(&self.problem).clone();
+        Some(match (self.client.is_connected(), problem) {
+            (true, None) => Ok(()),
+            // Connected, but the subscription was refused: the link receives nothing.
+            (_, Some(why)) => Err(why),
+            (false, None) => Err("not connected to the broker".to_owned()),
+        })
     }
 }
 

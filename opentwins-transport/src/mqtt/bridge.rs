@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::config::{Mapping, MqttConfig, PACKET_HEADROOM};
+use super::connect;
 use super::error::MqttError;
 use super::mapping::{self, DITTO_CONTENT_TYPE, Handled, Incoming, Reply, Telemetry};
 use super::template::{EventTopic, TelemetryTemplate};
@@ -217,7 +218,7 @@ impl MqttBridge {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| MqttError::config("the MQTT bridge must start inside a Tokio runtime"))?;
-        let (uri, tls) = config.broker_uri()?;
+        let (uri, _) = config.broker_uri()?;
         let default_auth = auth_of(&config.subject, &[]);
 
         let routes = config
@@ -306,7 +307,7 @@ impl MqttBridge {
             .persistence(persistence)
             .finalize();
         let client = paho::AsyncClient::new(create).map_err(MqttError::client)?;
-        let connect = connect_options(&config, tls)?;
+        let connect = connect_options(&config)?;
 
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         let shared = Arc::new(Shared {
@@ -356,57 +357,31 @@ fn auth_of(subjects: &[String], fallback: &[String]) -> AuthContext {
     }
 }
 
-fn connect_options(config: &MqttConfig, tls: bool) -> Result<paho::ConnectOptions, MqttError> {
-    let mut props = paho::Properties::new();
-    let expiry = u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX);
-    props
-        .push_u32(paho::PropertyCode::SessionExpiryInterval, expiry)
-        .map_err(MqttError::client)?;
-    let max_packet =
-        u32::try_from(config.max_message_size.saturating_add(PACKET_HEADROOM)).unwrap_or(u32::MAX);
-    props
-        .push_u32(paho::PropertyCode::MaximumPacketSize, max_packet)
-        .map_err(MqttError::client)?;
-    let mut b = paho::ConnectOptionsBuilder::new_v5();
-    b.clean_start(config.clean_start)
-        .properties(props)
-        .keep_alive_interval(config.keep_alive)
-        .connect_timeout(config.connect_timeout)
-        .automatic_reconnect(config.reconnect_min, config.reconnect_max);
-    if config.status.enabled {
-        let will = paho::MessageBuilder::new()
+fn connect_options(config: &MqttConfig) -> Result<paho::ConnectOptions, MqttError> {
+    let will = config.status.enabled.then(|| {
+        paho::MessageBuilder::new()
             .topic(config.status_topic())
             .payload(config.status.offline.as_bytes())
             .qos(1)
             .retained(true)
-            .finalize();
-        b.will_message(will);
-    }
-    if let Some(u) = &config.username {
-        b.user_name(u.as_str());
-    }
-    if let Some(p) = &config.password {
-        b.password(p.as_str());
-    }
-    if tls {
-        let t = &config.tls;
-        let mut s = paho::SslOptionsBuilder::new();
-        if let Some(ca) = &t.ca_file {
-            s.trust_store(ca).map_err(MqttError::client)?;
-        }
-        if let Some(cert) = &t.cert_file {
-            s.key_store(cert).map_err(MqttError::client)?;
-        }
-        if let Some(key) = &t.key_file {
-            s.private_key(key).map_err(MqttError::client)?;
-        }
-        if let Some(pw) = &t.key_password {
-            s.private_key_password(pw.as_str());
-        }
-        s.enable_server_cert_auth(!t.insecure).verify(!t.insecure);
-        b.ssl_options(s.finalize());
-    }
-    Ok(b.finalize())
+            .finalize()
+    });
+    connect::connect_options(&connect::Connect {
+        url: &config.broker,
+        username: config.username.as_deref(),
+        password: config.password.as_deref(),
+        tls: &config.tls,
+        clean_start: config.clean_start,
+        session_expiry: config.session_expiry,
+        keep_alive: config.keep_alive,
+        connect_timeout: config.connect_timeout,
+        reconnect: (config.reconnect_min, config.reconnect_max),
+        max_packet: Some(
+            u32::try_from(config.max_message_size.saturating_add(PACKET_HEADROOM))
+                .unwrap_or(u32::MAX),
+        ),
+        will,
+    })
 }
 
 fn install_callbacks(

@@ -9,8 +9,8 @@ use super::error::MqttError;
 use super::template::{EventTopic, TelemetryTemplate};
 
 /// The MQTT 5 bridge of one twin instance: broker, session, inbound subscriptions and the
-/// outbound event stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// outbound event stream. Its `Debug` output hides the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// This instance's id: default client id, `{instance}` in topics.
@@ -102,8 +102,9 @@ impl Default for MqttConfig {
 /// The default [`MqttConfig::delta_topic`].
 pub(crate) const DEFAULT_DELTA_TOPIC: &str = "opentwins/delta/{namespace}/{name}";
 
-/// TLS client settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// TLS client settings of the bridge and of links over MQTT. Its `Debug` output hides the key
+/// password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA certificates that sign the broker's certificate.
@@ -116,6 +117,82 @@ pub struct TlsConfig {
     pub key_password: Option<String>,
     /// Skip verifying the broker's certificate (testing only).
     pub insecure: bool,
+}
+
+/// `Some("***")` for a secret that is set: what `Debug` shows of it.
+pub(crate) fn redact(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "***")
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TlsConfig {
+            ca_file,
+            cert_file,
+            key_file,
+            key_password,
+            insecure,
+        } = self;
+        f.debug_struct("TlsConfig")
+            .field("ca_file", ca_file)
+            .field("cert_file", cert_file)
+            .field("key_file", key_file)
+            .field("key_password", &redact(key_password))
+            .field("insecure", insecure)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field does not compile until it is shown here.
+        let MqttConfig {
+            instance_id,
+            broker,
+            client_id,
+            username,
+            password,
+            tls,
+            clean_start,
+            session_expiry,
+            keep_alive,
+            connect_timeout,
+            reconnect_min,
+            reconnect_max,
+            max_buffered_messages,
+            max_message_size,
+            inbound_queue,
+            persistence_dir,
+            subject,
+            status,
+            subscriptions,
+            outbound,
+            delta_topic,
+        } = self;
+        f.debug_struct("MqttConfig")
+            .field("instance_id", instance_id)
+            .field("broker", broker)
+            .field("client_id", client_id)
+            .field("username", username)
+            .field("password", &redact(password))
+            .field("tls", tls)
+            .field("clean_start", clean_start)
+            .field("session_expiry", session_expiry)
+            .field("keep_alive", keep_alive)
+            .field("connect_timeout", connect_timeout)
+            .field("reconnect_min", reconnect_min)
+            .field("reconnect_max", reconnect_max)
+            .field("max_buffered_messages", max_buffered_messages)
+            .field("max_message_size", max_message_size)
+            .field("inbound_queue", inbound_queue)
+            .field("persistence_dir", persistence_dir)
+            .field("subject", subject)
+            .field("status", status)
+            .field("subscriptions", subscriptions)
+            .field("outbound", outbound)
+            .field("delta_topic", delta_topic)
+            .finish()
+    }
 }
 
 /// The retained status message of an instance.
@@ -264,30 +341,13 @@ impl MqttConfig {
     /// The broker URL as the client library wants it (`mqtt://` → `tcp://`, `mqtts://` →
     /// `ssl://`), and whether it uses TLS.
     pub(crate) fn broker_uri(&self) -> Result<(String, bool), MqttError> {
-        let (scheme, rest) = self
-            .broker
-            .split_once("://")
-            .ok_or_else(|| MqttError::config(format!("broker '{}' has no scheme", self.broker)))?;
-        let (scheme, tls) = match scheme.to_ascii_lowercase().as_str() {
-            "tcp" | "mqtt" => ("tcp", false),
-            "ssl" | "mqtts" | "tls" => ("ssl", true),
-            "ws" => ("ws", false),
-            "wss" => ("wss", true),
-            other => {
-                return Err(MqttError::config(format!(
-                    "broker scheme '{other}' is not supported (tcp, mqtt, ssl, mqtts, ws, wss)"
-                )));
-            }
-        };
-        if rest.is_empty() {
-            return Err(MqttError::config("broker URL has no host"));
-        }
-        Ok((format!("{scheme}://{rest}"), tls))
+        super::connect::broker_uri(&self.broker)
     }
 
     /// Checks everything that can be checked without a broker.
     pub fn validate(&self) -> Result<(), MqttError> {
-        self.broker_uri()?;
+        let (_, tls) = self.broker_uri()?;
+        self.tls.validate(tls)?;
         if self.instance_id.is_empty() {
             return Err(MqttError::config("instance_id must not be empty"));
         }
@@ -399,6 +459,38 @@ mod tests {
         assert!(serde_json::from_str::<MqttConfig>(r#"{"brokr": "x"}"#).is_err());
         assert!(
             serde_json::from_str::<MqttConfig>(r#"{"subscriptions": [{"filtr": "x"}]}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_password_and_the_key_password() {
+        let c = MqttConfig {
+            username: Some("edge-a".into()),
+            password: Some("hunter2-secret".into()),
+            broker: "mqtts://h:8883".into(),
+            tls: TlsConfig {
+                ca_file: Some("/etc/ca.crt".into()),
+                cert_file: Some("/etc/c.crt".into()),
+                key_file: Some("/etc/c.key".into()),
+                key_password: Some("key-secret".into()),
+                insecure: false,
+            },
+            ..MqttConfig::default()
+        };
+        let text = format!("{c:?} {c:#?}");
+        assert!(
+            !text.contains("hunter2-secret") && !text.contains("key-secret"),
+            "{text}"
+        );
+        assert!(text.contains("edge-a") && text.contains("/etc/ca.crt") && text.contains("***"));
+        c.validate().unwrap();
+        let plain = MqttConfig {
+            broker: "mqtt://h:1883".into(),
+            ..c
+        };
+        assert!(
+            plain.validate().is_err(),
+            "TLS files with a plain broker URL"
         );
     }
 

@@ -15,11 +15,13 @@
 
 mod bridge;
 mod config;
+pub(crate) mod connect;
 mod error;
 pub(crate) mod mapping;
 mod template;
 
 pub use bridge::{ConnectionState, MqttBridge, MqttDriver, MqttHandle, MqttMetrics};
+pub(crate) use config::redact;
 pub use config::{
     Mapping, MqttConfig, OutboundConfig, StatusConfig, SubscriptionConfig, TlsConfig,
 };

@@ -1,13 +1,17 @@
-//! Helpers of the MQTT bridge tests (`mqtt_bridge.rs`, `mqtt_tls.rs`, `mqtt_delta.rs`): a bridge on an engine, a
-//! raw MQTT 5 client, waiting for things and metrics.
+//! Helpers of the MQTT tests (`mqtt_bridge.rs`, `mqtt_tls.rs`, `mqtt_delta.rs`,
+//! `broker_auth.rs`): a bridge on an engine, a raw MQTT 5 client, waiting for things and
+//! metrics, and ([`broker`]) private brokers with TLS, users and ACLs.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod broker;
 
 use std::time::{Duration, Instant};
 
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::{Pointer, ThingId, Twins};
-use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics};
+use opentwins_transport::link::{LinkConfig, LinkStatus, Links, PeerConfig};
+use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics, TlsConfig};
 use paho_mqtt as paho;
 use serde_json::Value;
 
@@ -151,4 +155,74 @@ pub async fn wait_metrics(bridge: &MqttHandle, pred: impl Fn(&MqttMetrics) -> bo
         assert!(Instant::now() < deadline, "counters never matched: {m:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A link named `name` over the MQTT broker at `url`: publishes to `publish`, reads
+/// `subscribe`, logs in as `login` (user, password) and checks the broker with `tls`.
+pub fn mqtt_link(
+    name: &str,
+    url: &str,
+    publish: &str,
+    subscribe: Option<&str>,
+    login: Option<(&str, &str)>,
+    tls: TlsConfig,
+) -> LinkConfig {
+    LinkConfig::new(
+        name,
+        PeerConfig::Mqtt {
+            url: url.into(),
+            publish: publish.into(),
+            subscribe: subscribe.map(Into::into),
+            qos: 1,
+            client_id: None,
+            username: login.map(|(u, _)| u.to_owned()),
+            password: login.map(|(_, p)| p.to_owned()),
+            tls,
+        },
+    )
+}
+
+/// The status of the link `name`.
+pub fn link_status(links: &Links, name: &str) -> LinkStatus {
+    links
+        .status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no link {name}"))
+}
+
+/// Polls the status of the link `name` until `pred` holds (a status changes without an event).
+pub async fn wait_status(
+    links: &Links,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&LinkStatus) -> bool,
+) -> LinkStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = link_status(links, name);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A link whose broker must refuse it: its status says it is not connected and why (the
+/// connect error), its update waits in the outbox, and it never becomes ready.
+pub async fn refused_link(links: &Links, name: &str, why: &str) -> LinkStatus {
+    let s = wait_status(links, name, why, |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connecting to"))
+    })
+    .await;
+    eprintln!("{why}: {:?}", s.last_error);
+    assert!(!s.connected, "{why}: {s:?}");
+    assert!(!links.wait_ready(Duration::from_millis(500)).await, "{why}");
+    s
 }
