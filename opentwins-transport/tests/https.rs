@@ -10,10 +10,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use opentwins_core::engine::{EngineConfig, Twins};
-use opentwins_transport::http::{
-    HttpConfig, HttpState, ServeLimits, ServerTlsConfig, TlsAcceptor, app, serve_tls,
-};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -25,6 +21,10 @@ use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
 use openssl::x509::{X509, X509NameBuilder};
+use opentwins_core::engine::{EngineConfig, Twins};
+use opentwins_transport::http::{
+    HttpConfig, HttpState, ServeLimits, ServerTlsConfig, TlsAcceptor, app, serve_tls,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_openssl::SslStream;
@@ -224,7 +224,10 @@ async fn https_answers_clients_that_trust_its_ca_only() {
             ..ServeLimits::default()
         };
         let server = Server::start(&pki.server(false), limits).await;
-        assert_eq!(health(server.addr, &pki.path("ca.crt"), None).await, Ok(200));
+        assert_eq!(
+            health(server.addr, &pki.path("ca.crt"), None).await,
+            Ok(200)
+        );
         let wrong = health(server.addr, &pki.path("other-ca.crt"), None).await;
         assert!(wrong.is_err(), "a client trusting another CA: {wrong:?}");
 
@@ -245,7 +248,10 @@ async fn https_answers_clients_that_trust_its_ca_only() {
         assert_eq!(n, 0);
         assert!(started.elapsed() < Duration::from_secs(5));
         // The server still answers.
-        assert_eq!(health(server.addr, &pki.path("ca.crt"), None).await, Ok(200));
+        assert_eq!(
+            health(server.addr, &pki.path("ca.crt"), None).await,
+            Ok(200)
+        );
         server.stop().await;
     })
     .await
@@ -260,7 +266,10 @@ async fn mutual_tls_admits_clients_with_a_certificate_of_the_client_ca() {
         let ca = pki.path("ca.crt");
         let none = health(server.addr, &ca, None).await;
         assert!(none.is_err(), "no client certificate: {none:?}");
-        let (other_cert, other_key) = (pki.path("other-ca-client.crt"), pki.path("other-ca-client.key"));
+        let (other_cert, other_key) = (
+            pki.path("other-ca-client.crt"),
+            pki.path("other-ca-client.key"),
+        );
         let foreign = health(server.addr, &ca, Some((&other_cert, &other_key))).await;
         assert!(foreign.is_err(), "a certificate of another CA: {foreign:?}");
         let (cert, key) = (pki.path("ca-client.crt"), pki.path("ca-client.key"));

@@ -83,7 +83,8 @@ fn bound_to(auth: &AuthContext) -> Vec<u8> {
 }
 
 fn parse_key(hex: &str) -> Result<[u8; 32]> {
-    let bad = || Error::field_invalid("The cursor_key must be 64 hex digits (32 bytes).".to_string());
+    let bad =
+        || Error::field_invalid("The cursor_key must be 64 hex digits (32 bytes).".to_string());
     let hex = hex.trim().as_bytes();
     if hex.len() != 64 {
         return Err(bad());
@@ -148,7 +149,10 @@ mod tests {
         let alice = caller("basic:alice");
         let token = CursorSeal::new(Some(key)).unwrap().seal(&alice, "c");
         assert_eq!(
-            CursorSeal::new(Some(key)).unwrap().open(&alice, &token).unwrap(),
+            CursorSeal::new(Some(key))
+                .unwrap()
+                .open(&alice, &token)
+                .unwrap(),
             "c"
         );
         for bad in ["", "00", &key[1..], &format!("{}zz", &key[2..])] {

@@ -195,7 +195,9 @@ impl Authenticator {
             // The attempt is counted before its check, so concurrent guesses cannot all slip
             // in under the limit; a success forgets the count, an undecided one is refunded.
             if let Some(client) = client {
-                self.failures.begin(client).map_err(AuthFailure::Throttled)?;
+                self.failures
+                    .begin(client)
+                    .map_err(AuthFailure::Throttled)?;
             }
             let result = self.basic(rest).await;
             if let Some(client) = client {
@@ -405,13 +407,16 @@ mod tests {
             .await
             .unwrap();
         for (user, password) in [("alice", "s3cret"), ("nobody", "x")] {
-            let got = tokio::time::timeout(HASH_WAIT * 3, a.authenticate(&basic(user, password), None))
-                .await
-                .expect("a bounded wait");
+            let got =
+                tokio::time::timeout(HASH_WAIT * 3, a.authenticate(&basic(user, password), None))
+                    .await
+                    .expect("a bounded wait");
             assert!(matches!(got, Err(AuthFailure::Busy)), "{user}");
         }
         drop(held);
-        a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
+        a.authenticate(&basic("alice", "s3cret"), None)
+            .await
+            .unwrap();
         assert_eq!(
             a.hashing.available_permits(),
             slots,
@@ -434,12 +439,16 @@ mod tests {
         let (mallory, alice): (IpAddr, IpAddr) =
             ("10.0.0.7".parse().unwrap(), "10.0.0.8".parse().unwrap());
         for _ in 0..3 {
-            let got = a.authenticate(&basic("alice", "guess"), Some(mallory)).await;
+            let got = a
+                .authenticate(&basic("alice", "guess"), Some(mallory))
+                .await;
             assert!(matches!(got, Err(AuthFailure::Invalid(_))), "{got:?}");
         }
         // The fourth attempt is not checked at all, even with the right password.
         for password in ["guess", "s3cret"] {
-            let got = a.authenticate(&basic("alice", password), Some(mallory)).await;
+            let got = a
+                .authenticate(&basic("alice", password), Some(mallory))
+                .await;
             match got {
                 Err(AuthFailure::Throttled(wait)) => assert!(wait <= THROTTLE_WINDOW),
                 other => panic!("{other:?}"),
@@ -467,7 +476,9 @@ mod tests {
         a.authenticate(&basic("alice", "s3cret"), Some(alice))
             .await
             .unwrap();
-        a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
+        a.authenticate(&basic("alice", "s3cret"), None)
+            .await
+            .unwrap();
         // An IPv6 client is counted by its /64, an IPv4-mapped one as its IPv4 address.
         assert_eq!(
             key("2001:db8:1:2:aaaa::1".parse().unwrap()),
@@ -516,7 +527,10 @@ mod tests {
         let a = Authenticator::new(&config).unwrap();
         for _ in 0..2 {
             // The second round hits the verified-password cache.
-            let ctx = a.authenticate(&basic("alice", "s3cret"), None).await.unwrap();
+            let ctx = a
+                .authenticate(&basic("alice", "s3cret"), None)
+                .await
+                .unwrap();
             assert_eq!(ctx.subjects(), ["basic:alice", "group:ops"]);
         }
         assert!(matches!(

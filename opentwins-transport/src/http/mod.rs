@@ -52,9 +52,9 @@ use opentwins_core::policy::AuthContext;
 
 pub use auth::{generate_token, hash_password, hash_token};
 pub use config::{AuthConfig, HttpConfig, ServerTlsConfig, TokenConfig, UserConfig};
-pub use serve::{SHUTDOWN_GRACE, ServeLimits, TlsAcceptor, serve, serve_tls, serve_with};
 use error::ApiError;
 use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+pub use serve::{SHUTDOWN_GRACE, ServeLimits, TlsAcceptor, serve, serve_tls, serve_with};
 
 /// Errors at the HTTP transport's boundary (not request errors: those are Ditto JSON answers).
 #[derive(Debug, thiserror::Error)]
