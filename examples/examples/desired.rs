@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
                     username: None,
                     password: None,
                     token: None,
+                    tls: Default::default(),
                 },
                 Direction::Out,
             )

@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                 username: None,
                 password: None,
                 token: None,
+                tls: Default::default(),
             };
             hub.links()
                 .add(LinkConfig {

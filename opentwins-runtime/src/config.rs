@@ -163,8 +163,8 @@ pub struct HubLinkConfig {
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
-    /// MQTT with an `mqtts://` URL: the CA of the broker's certificate, the client
-    /// certificate and key (as `mqtt.tls`).
+    /// With an `mqtts://` or `https://` URL: the CA of the broker's or hub's certificate, the
+    /// client certificate and key (as `mqtt.tls`).
     pub tls: TlsConfig,
     /// Paths never sent (frames are transient anyway).
     pub exclude: Vec<String>,

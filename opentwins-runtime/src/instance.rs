@@ -292,6 +292,7 @@ fn link_configs(config: &InstanceConfig) -> Vec<LinkConfig> {
                 username: hub.username.clone(),
                 password: hub.password.clone(),
                 token: hub.token.clone(),
+                tls: hub.tls.clone(),
             },
             direction: Direction::Out,
             exclude: hub.exclude.clone(),

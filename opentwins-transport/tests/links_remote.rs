@@ -2,16 +2,22 @@
 //! peers through Mosquitto in a star, with the broker stopped and started mid-stream.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentwins_core::protocol::{Action, ThingCommand, ThingEvent};
 use opentwins_core::{Pointer, Thing, ThingId};
-use opentwins_transport::http::{HttpConfig, HttpState, UserConfig, app, hash_password, serve};
+use opentwins_transport::http::{
+    HttpConfig, HttpState, ServeLimits, TlsAcceptor, TokenConfig, UserConfig, app, hash_password,
+    hash_token, serve, serve_tls,
+};
 use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
+use opentwins_transport::mqtt::TlsConfig;
 use serde_json::{Value, json};
 
 mod common;
+mod tls_helpers;
 use common::{PrivateBroker, instance, link_to, writer};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -126,6 +132,7 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
                 username: Some("edge".into()),
                 password: Some("pw".into()),
                 token: None,
+                tls: Default::default(),
             },
             direction: Direction::Out,
             ..link_to("hub")
@@ -176,6 +183,125 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
         assert_eq!(s, 204);
         let (s, body) = request(&client, reqwest::Method::GET, &format!("{conns}/from-edge"), "admin", None).await;
         assert_eq!((s, body["error"].as_str()), (404, Some("connectivity:connection.notfound")));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        edge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+/// Forwards connections on a new 127.0.0.1 port to `to` and counts them.
+async fn counting_proxy(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_links_reach_an_https_peer_with_a_token_over_one_kept_alive_connection() {
+    tokio::time::timeout(LIMIT, async {
+        let pki = tls_helpers::Pki::new();
+        let network = Network::new();
+        let hub = instance("hub", &network).await;
+        let edge = instance("edge", &network).await;
+        let mut config = HttpConfig::default();
+        config.auth.tokens = vec![TokenConfig {
+            sha256: hash_token("edge-token"),
+            subject: "link:peer".into(),
+        }];
+        let state = HttpState::new(hub.twins().clone(), config)
+            .unwrap()
+            .with_links(hub.clone());
+        hub.add(LinkConfig {
+            name: "from-edge".into(),
+            peer: PeerConfig::Inbox {},
+            direction: Direction::In,
+            ..link_to("edge")
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (proxy, connections) = counting_proxy(listener.local_addr().unwrap()).await;
+        let acceptor = TlsAcceptor::new(&pki.server(false)).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve_tls(
+            listener,
+            app(state),
+            shutdown,
+            ServeLimits::default(),
+            acceptor,
+        ));
+        let https = |name: &str, ca: &str| LinkConfig {
+            name: name.into(),
+            peer: PeerConfig::Http {
+                url: format!("https://{proxy}"),
+                remote_link: "from-edge".into(),
+                username: None,
+                password: None,
+                token: Some("edge-token".into()),
+                tls: TlsConfig {
+                    ca_file: Some(pki.path(ca)),
+                    ..TlsConfig::default()
+                },
+            },
+            direction: Direction::Out,
+            ..link_to("hub")
+        };
+
+        // A link that does not trust the hub's CA delivers nothing and says why.
+        edge.add(https("untrusting", "other-ca.crt")).await.unwrap();
+        let probe = ThingId::new("t:probe").unwrap();
+        edge.twins().apply(&writer(), create(&probe)).await.unwrap();
+        wait_until("the untrusting link to report its TLS failure", || {
+            edge.status()[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("TLS"))
+        })
+        .await;
+        assert!(hub.twins().get_thing(&probe).is_none());
+        edge.remove("untrusting").await.unwrap();
+        let tried = connections.load(Ordering::SeqCst);
+        assert!(tried >= 1);
+
+        // With the CA: everything arrives, over one kept-alive connection.
+        edge.add(https("up", "ca.crt")).await.unwrap();
+        let id = ThingId::new("t:car").unwrap();
+        edge.twins().apply(&writer(), create(&id)).await.unwrap();
+        for n in 0..20 {
+            edge.twins()
+                .apply(&writer(), merge_n(&id, n))
+                .await
+                .unwrap();
+        }
+        wait_until("the hub to hold n = 19", || {
+            hub.twins()
+                .get_thing(&id)
+                .is_some_and(|t| t.body()["attributes"]["n"] == 19)
+        })
+        .await;
+        assert_eq!(edge.status()[0].backlog, 0);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            tried + 1,
+            "one connection for 21 updates"
+        );
         let _ = stop.send(());
         server.await.unwrap().unwrap();
         edge.shutdown().await;

@@ -168,6 +168,10 @@ pub enum PeerConfig {
         /// Bearer token (instead of Basic).
         #[serde(default)]
         token: Option<String>,
+        /// TLS of an `https://` peer: the CA that signs its certificate (default: the system's
+        /// CAs) and a client certificate if the peer wants one (`key_password` is not supported).
+        #[serde(default)]
+        tls: TlsConfig,
     },
 }
 
@@ -209,6 +213,7 @@ impl std::fmt::Debug for PeerConfig {
                 username,
                 password,
                 token,
+                tls,
             } => f
                 .debug_struct("Http")
                 .field("url", url)
@@ -216,6 +221,7 @@ impl std::fmt::Debug for PeerConfig {
                 .field("username", username)
                 .field("password", &redact(password))
                 .field("token", &redact(token))
+                .field("tls", tls)
                 .finish(),
         }
     }

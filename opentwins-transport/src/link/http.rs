@@ -1,17 +1,40 @@
 //! Links to a peer's HTTP API: each update is POSTed to
 //! `{url}/api/2/connections/{remote_link}/inbox`; a 2xx answer means the peer has applied it
-//! durably. Plain HTTP/1.1 (put TLS in front, e.g. a reverse proxy, for untrusted networks).
+//! durably. HTTP/1.1 over plain TCP (`http://`) or TLS (`https://`, OpenSSL, verifying the
+//! peer's certificate against `tls.ca_file` or the system's CAs, with an optional client
+//! certificate). One connection per link is kept alive and reused; a request that fails on a
+//! reused connection (the peer closed it while idle) is sent once more on a new one.
+
+use std::pin::Pin;
+use std::time::Duration;
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Uri};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
 
 use super::{PeerConfig, SendFuture, Transport};
+use crate::mqtt::TlsConfig;
+
+/// How long one update may take, connecting included.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) struct HttpPeer {
-    uri: Uri,
+    /// The inbox's path.
+    path: String,
+    /// `host:port`, to connect to and for the `Host` header.
+    authority: String,
+    /// The host name (or address) the peer's certificate must name.
+    host: String,
+    /// Set for `https://` peers.
+    tls: Option<SslConnector>,
     authorization: Option<String>,
+    /// The kept-alive connection; the link sends one update at a time.
+    connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl HttpPeer {
@@ -22,12 +45,22 @@ impl HttpPeer {
             username,
             password,
             token,
+            tls,
         } = peer
         else {
             unreachable!("called for HTTP peers only")
         };
-        if !url.starts_with("http://") {
-            return Err(format!("'{url}' must be an http:// URL"));
+        let secure = if url.starts_with("https://") {
+            true
+        } else if url.starts_with("http://") {
+            false
+        } else {
+            return Err(format!("'{url}' must be an http:// or https:// URL"));
+        };
+        if !secure && *tls != TlsConfig::default() {
+            return Err(format!(
+                "'{url}' is plain http:// but the link has tls settings: use https://"
+            ));
         }
         let uri: Uri = format!(
             "{}/api/2/connections/{remote_link}/inbox",
@@ -35,6 +68,18 @@ impl HttpPeer {
         )
         .parse()
         .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("'{url}' has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let authority = match uri.authority() {
+            Some(a) if a.port().is_some() => a.to_string(),
+            _ if host.contains(':') => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
         let authorization = match (token, username) {
             (Some(t), _) => Some(format!("Bearer {t}")),
             (None, Some(u)) => {
@@ -46,60 +91,151 @@ impl HttpPeer {
             }
             (None, None) => None,
         };
-        Ok(HttpPeer { uri, authorization })
+        Ok(HttpPeer {
+            path: uri.path().to_owned(),
+            authority,
+            host,
+            tls: secure.then(|| connector(tls)).transpose()?,
+            authorization,
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A new connection to the peer, TLS handshake included.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.authority))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return handshake(tcp).await;
+        };
+        let ssl = tls
+            .configure()
+            .and_then(|c| c.into_ssl(&self.host))
+            .map_err(|e| format!("TLS: {e}"))?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(|e| format!("TLS: {e}"))?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| format!("TLS handshake with {}: {e}", self.authority))?;
+        handshake(stream).await
     }
 
     async fn post(&self, message: &[u8]) -> Result<Option<String>, String> {
-        let authority = self.uri.authority().ok_or("URL without host")?.clone();
-        let stream = tokio::net::TcpStream::connect(authority.as_str())
-            .await
-            .map_err(|e| format!("connect {authority}: {e}"))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut slot = self.connection.lock().await;
+        let mut reused = false;
+        if let Some(sender) = slot.as_mut() {
+            reused = sender.ready().await.is_ok();
+        }
+        loop {
+            if !reused {
+                *slot = Some(self.connect().await?);
+            }
+            let sender = slot.as_mut().expect("connected above");
+            let request = self.request(message)?;
+            match sender.send_request(request).await {
+                Ok(response) => return answer(response).await,
+                // Closed by the peer while idle: once more on a new connection (a duplicate
+                // is harmless, the peer's clocks apply each change once).
+                Err(_) if reused => reused = false,
+                Err(e) => {
+                    *slot = None;
+                    return Err(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn request(&self, message: &[u8]) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(self.uri.path())
-            .header("host", authority.as_str())
+            .uri(self.path.as_str())
+            .header("host", self.authority.as_str())
             .header("content-type", "application/json");
         if let Some(a) = &self.authorization {
             req = req.header("authorization", a);
         }
-        let req = req
-            .body(Full::new(Bytes::copy_from_slice(message)))
+        req.body(Full::new(Bytes::copy_from_slice(message)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The TLS client side of an `https://` peer.
+fn connector(tls: &TlsConfig) -> Result<SslConnector, String> {
+    let bad = |what: &str, e: openssl::error::ErrorStack| format!("tls.{what}: {e}");
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| bad("client", e))?;
+    if let Some(ca) = &tls.ca_file {
+        b.set_ca_file(ca).map_err(|e| bad("ca_file", e))?;
+    }
+    if tls.key_password.is_some() {
+        return Err("tls.key_password: HTTP links take unencrypted client keys only".into());
+    }
+    if let Some(cert) = &tls.cert_file {
+        b.set_certificate_chain_file(cert)
+            .map_err(|e| bad("cert_file", e))?;
+        let key = tls.key_file.as_ref().unwrap_or(cert);
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| bad("key_file", e))?;
+        b.check_private_key().map_err(|e| bad("key_file", e))?;
+    } else if tls.key_file.is_some() {
+        return Err("tls.key_file needs tls.cert_file".into());
+    }
+    if tls.insecure {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    Ok(b.build())
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(None);
-        }
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-        let text = body
-            .map(|b: Bytes| {
-                String::from_utf8_lossy(&b)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
-        let why = format!("peer answered {status}: {text}");
-        // Server errors, timeouts and throttling may pass; other client errors will not.
-        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-            Err(why)
-        } else {
-            Ok(Some(why))
-        }
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// What the peer's answer means: `Ok(None)` applied, `Ok(Some(why))` refused for good (sending
+/// it again will not help), `Err(why)` worth retrying. The body is read either way, so the
+/// connection can carry the next request.
+async fn answer(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Option<String>, String> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if status.is_success() {
+        return Ok(None);
+    }
+    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    let why = format!("peer answered {status}: {text}");
+    // Server errors, timeouts and throttling may pass; other client errors will not.
+    if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        Err(why)
+    } else {
+        Ok(Some(why))
     }
 }
 
 impl Transport for HttpPeer {
     fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
         Box::pin(async move {
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.post(message))
-                .await
-                .map_err(|_| "no answer within 10 s".to_owned())?
+            match tokio::time::timeout(SEND_TIMEOUT, self.post(message)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // The connection may hold a half-sent request: start the next on a new one.
+                    *self.connection.lock().await = None;
+                    Err(format!("no answer within {SEND_TIMEOUT:?}"))
+                }
+            }
         })
     }
 }
