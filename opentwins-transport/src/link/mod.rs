@@ -149,8 +149,9 @@ impl Stats {
 trait Transport: Send + Sync {
     fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a>;
     fn close(&self) {}
-    /// Turns true once the transport can take and deliver updates both ways (an MQTT peer:
-    /// connected and subscribed); `None`: always ready.
+    /// True while the transport can take and deliver updates both ways (an MQTT peer:
+    /// connected and subscribed; false again when the connection is lost); `None`: always
+    /// ready.
     fn ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }
@@ -691,6 +692,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
         return;
     };
     let mut backoff = Duration::from_millis(50);
+    let mut ready = link.transport.ready();
     loop {
         if *stopped.borrow() {
             return;
@@ -748,10 +750,13 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                         }
                         link.stats.error(e);
                         tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff) => {
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                            }
+                            // Back at once when the peer is (the broker came back).
+                            () = reconnected(&mut ready) => backoff = Duration::from_millis(50),
                             _ = stopped.changed() => return,
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
                 }
             }
@@ -759,6 +764,26 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 link.stats.error(e);
             }
         }
+    }
+}
+
+/// Resolves when `ready` turns true after having been false (a reconnect); never for a
+/// transport without the signal or while it stays as it is. A loss and a reconnect quicker
+/// than this task looks may show as no change: the sender's backoff (at most 1 s) covers it.
+async fn reconnected(ready: &mut Option<watch::Receiver<bool>>) {
+    let Some(rx) = ready else {
+        return std::future::pending().await;
+    };
+    let mut was = *rx.borrow_and_update();
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = *rx.borrow_and_update();
+        if now && !was {
+            return;
+        }
+        was = now;
     }
 }
 
@@ -810,4 +835,53 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::reconnected;
+
+    async fn resolves(ready: &mut Option<watch::Receiver<bool>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), reconnected(ready))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_sender_wakes_when_its_peer_comes_back_not_before() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let (tx, rx) = watch::channel(false);
+            let mut ready = Some(rx);
+            // Down: wakes when the peer turns ready.
+            let wake = tokio::spawn(async move {
+                reconnected(&mut ready).await;
+                ready
+            });
+            tokio::task::yield_now().await;
+            tx.send_replace(true);
+            let mut ready = wake.await.unwrap();
+            // Up (a send failed anyway): a repeated "ready" is no reconnect; down then up is.
+            let waiting = tokio::spawn(async move {
+                reconnected(&mut ready).await;
+                ready
+            });
+            tokio::task::yield_now().await;
+            tx.send_replace(true);
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            tx.send_replace(false);
+            tokio::task::yield_now().await;
+            tx.send_replace(true);
+            let mut ready = waiting.await.unwrap();
+            // Nothing changes: no wake; a transport without the signal never wakes.
+            assert!(!resolves(&mut ready).await);
+            assert!(!resolves(&mut None).await);
+        })
+        .await
+        .expect("timed out");
+    }
 }

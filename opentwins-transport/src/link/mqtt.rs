@@ -79,9 +79,14 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     let client = paho::AsyncClient::new(create).map_err(|e| e.to_string())?;
     // Why the client is not connected, for the link's status.
     let problem = Arc::new(Mutex::new(None::<String>));
+    // True while connected (and subscribed): the sender waits for it to turn true again
+    // instead of sleeping out its backoff when the broker comes back.
+    let (ready_tx, ready) = watch::channel(false);
+    let ready_tx = Arc::new(ready_tx);
     {
-        let problem = problem.clone();
+        let (problem, ready_tx) = (problem.clone(), ready_tx.clone());
         client.set_connection_lost_callback(move |_| {
+            ready_tx.send_replace(false);
             *lock(&problem) = Some("the connection to the broker was lost".to_owned());
         });
     }
@@ -94,14 +99,13 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         }
     });
     let runtime = tokio::runtime::Handle::current();
-    let (ready_tx, ready) = watch::channel(false);
-    let ready_tx = Arc::new(ready_tx);
     {
         let (filter, qos, problem) = (subscribe.clone(), *qos, problem.clone());
         let ready_tx = ready_tx.clone();
         client.set_connected_callback(move |cli| {
             *lock(&problem) = None;
             let Some(filter) = filter.clone() else {
+                ready_tx.send_replace(true);
                 return;
             };
             let (cli, ready_tx, problem) = (cli.clone(), ready_tx.clone(), problem.clone());
