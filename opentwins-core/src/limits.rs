@@ -1,8 +1,9 @@
 //! Process-wide limits on what network input may cost: how deep a path, a thing, a field
 //! selector or an RQL filter may be, and how large. Every parser that takes input from the
 //! network checks them before it recurses or allocates in proportion to the input, so a
-//! request can never overflow a stack or spin a worker (docs/security.md). RQL has its own
-//! bounds (`query::MAX_DEPTH`, `query::MAX_INPUT_LEN`).
+//! request can never overflow a stack or spin a worker (docs/security.md). RQL's nesting and
+//! length have fixed bounds (`query::MAX_DEPTH`, `query::MAX_INPUT_LEN`); its operator count is
+//! [`Limits::max_rql_nodes`].
 //!
 //! The limits are one value per process: [`Limits::install`] sets them once at start-up (the
 //! binaries take them from the `[limits]` section of their configuration); until then, and in
@@ -34,6 +35,10 @@ pub struct Limits {
     /// when a policy is created or changed (`policies:policy.toolarge`, 413). Ditto's default
     /// is 100 kB; ours is 1 MiB, about 10,000 small entries.
     pub max_policy_bytes: usize,
+    /// Operators (`eq`, `and`, `not`, ...) in one RQL filter; each is evaluated for every thing
+    /// a search visits. Nesting is bounded apart (`query::MAX_DEPTH`, 64), and so is the text
+    /// (`query::MAX_INPUT_LEN`, 64 KiB).
+    pub max_rql_nodes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +49,7 @@ impl Default for Limits {
             max_selector_depth: 16,
             max_selector_paths: 256,
             max_policy_bytes: 1024 * 1024,
+            max_rql_nodes: 1000,
         }
     }
 }
@@ -67,6 +73,7 @@ impl Limits {
             ("max_selector_depth", self.max_selector_depth),
             ("max_selector_paths", self.max_selector_paths),
             ("max_policy_bytes", self.max_policy_bytes),
+            ("max_rql_nodes", self.max_rql_nodes),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{name} must be at least 1"));

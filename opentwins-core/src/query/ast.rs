@@ -269,7 +269,9 @@ impl Filter {
     /// Parses an RQL filter. Errors are `rql.expression.invalid` (400) and name the character
     /// position (counted from 0) where the input stopped making sense.
     pub fn parse(s: &str) -> Result<Self> {
-        parse::parse_filter(s).map(|root| Filter { root })
+        let root = parse::parse_filter(s)?;
+        check_nodes(&root)?;
+        Ok(Filter { root })
     }
 
     /// A filter from a node built in code, checked like parsed input (depth, arities, `like`
@@ -310,6 +312,7 @@ impl Filter {
                 Node::Compare { .. } | Node::In { .. } | Node::Exists(_) => {}
             }
         }
+        check_nodes(&root)?;
         Ok(Filter { root })
     }
 
@@ -322,6 +325,30 @@ impl Filter {
     pub fn matches<D: Document + ?Sized>(&self, doc: &D) -> bool {
         self.root.eval(doc)
     }
+}
+
+/// Refuses a filter of more operators than `Limits::max_rql_nodes`: each is evaluated for
+/// every thing a search visits.
+fn check_nodes(root: &Node) -> Result<()> {
+    let max = crate::Limits::get().max_rql_nodes;
+    let mut count = 0usize;
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        count += 1;
+        if count > max {
+            return Err(Error::new(
+                ErrorKind::RqlInvalid,
+                format!("The RQL filter is invalid: it has more than {max} operators."),
+            )
+            .with_description("Split the search, or use in(..) for lists of values."));
+        }
+        match node {
+            Node::And(children) | Node::Or(children) => stack.extend(children.iter()),
+            Node::Not(child) => stack.push(child),
+            Node::Compare { .. } | Node::In { .. } | Node::Exists(_) => {}
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for Filter {

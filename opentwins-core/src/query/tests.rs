@@ -991,3 +991,29 @@ fn matches_speed() {
     assert_eq!(hits, n);
     println!("matches(): {per:?} per evaluation");
 }
+
+#[test]
+fn filters_of_more_operators_than_the_limit_are_refused() {
+    let max = crate::Limits::get().max_rql_nodes;
+    let or = |n: usize| {
+        let terms: Vec<String> = (0..n).map(|i| format!("eq(attributes/a,{i})")).collect();
+        format!("or({})", terms.join(","))
+    };
+    // `or` plus its terms: exactly the limit parses, one more does not.
+    assert!(Filter::parse(&or(max - 1)).is_ok());
+    let e = Filter::parse(&or(max)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RqlInvalid);
+    assert!(
+        e.to_string()
+            .contains(&format!("more than {max} operators")),
+        "{e}"
+    );
+    // A node built in code is held to the same limit.
+    let terms = (0..max)
+        .map(|i| Node::Exists(Path::parse(&format!("attributes/a{i}")).unwrap()))
+        .collect();
+    assert!(Filter::new(Node::Or(terms)).is_err());
+    // A long `in` list is one operator.
+    let values: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    assert!(Filter::parse(&format!("in(attributes/a,{})", values.join(","))).is_ok());
+}
