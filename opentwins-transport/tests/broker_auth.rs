@@ -181,32 +181,37 @@ async fn publish(cli: &paho::AsyncClient, topic: &str, payload: String) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// The hub and edges `edge-a` and `edge-b` on `broker`, connected, each edge's car (`by` its
+/// edge) at the hub.
+async fn fleet(broker: &SecureBroker) -> (Links, Links, Links) {
+    let hub = hub(broker).await;
+    let a = edge(broker, "edge-a", "edge-a", "edge-a-secret").await;
+    let b = edge(broker, "edge-b", "edge-b", "edge-b-secret").await;
+    for l in [&hub, &a, &b] {
+        assert!(
+            l.wait_ready(Duration::from_secs(20)).await,
+            "{:?}",
+            l.status()
+        );
+    }
+    create(&a, "t:car-a", json!({"by": "edge-a"})).await;
+    create(&b, "t:car-b", json!({"by": "edge-b"})).await;
+    for (id, by) in [("t:car-a", "edge-a"), ("t:car-b", "edge-b")] {
+        wait_thing(hub.twins(), id, "the edges' cars", |t| {
+            t["attributes"]["by"] == by
+        })
+        .await;
+    }
+    (hub, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_with_their_credentials_deliver_and_a_wrong_password_does_not_connect() {
     let Some(broker) = broker() else {
         return;
     };
     tokio::time::timeout(LIMIT, async {
-        let hub = hub(&broker).await;
-        let a = edge(&broker, "edge-a", "edge-a", "edge-a-secret").await;
-        let b = edge(&broker, "edge-b", "edge-b", "edge-b-secret").await;
-        for l in [&hub, &a, &b] {
-            assert!(
-                l.wait_ready(Duration::from_secs(20)).await,
-                "{:?}",
-                l.status()
-            );
-        }
-        create(&a, "t:car-a", json!({"by": "edge-a"})).await;
-        create(&b, "t:car-b", json!({"by": "edge-b"})).await;
-        wait_thing(hub.twins(), "t:car-a", "edge-a's car", |t| {
-            t["attributes"]["by"] == "edge-a"
-        })
-        .await;
-        wait_thing(hub.twins(), "t:car-b", "edge-b's car", |t| {
-            t["attributes"]["by"] == "edge-b"
-        })
-        .await;
+        let (hub, a, b) = fleet(&broker).await;
         let s = link_status(&hub, "fleet-up");
         assert!(
             s.connected && s.messages_in >= 2 && s.rejected == 0,
@@ -267,24 +272,7 @@ async fn the_acl_keeps_an_edge_from_publishing_as_another_edge() {
         return;
     };
     tokio::time::timeout(LIMIT, async {
-        let hub = hub(&broker).await;
-        let a = edge(&broker, "edge-a", "edge-a", "edge-a-secret").await;
-        let b = edge(&broker, "edge-b", "edge-b", "edge-b-secret").await;
-        for l in [&hub, &a, &b] {
-            assert!(
-                l.wait_ready(Duration::from_secs(20)).await,
-                "{:?}",
-                l.status()
-            );
-        }
-        create(&a, "t:car-a", json!({"by": "edge-a"})).await;
-        create(&b, "t:car-b", json!({"by": "edge-b"})).await;
-        for id in ["t:car-a", "t:car-b"] {
-            wait_thing(hub.twins(), id, "the cars", |t| {
-                t["attributes"]["by"].is_string()
-            })
-            .await;
-        }
+        let (hub, a, b) = fleet(&broker).await;
 
         // edge-a's credentials, edge-b's topic: the hub would apply it as link:edge-b (which
         // may write t:car-b), but the broker drops it. Then a permitted marker on edge-a's own
