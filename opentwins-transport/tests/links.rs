@@ -543,3 +543,42 @@ async fn changes_outside_a_selection_send_nothing() {
     .await
     .unwrap();
 }
+
+// Issue 15, item 6: a link added to an instance that already held things sent none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_link_sends_the_things_held_before_it_was_added() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let (edge, hub) = (
+            instance("edge", &network).await,
+            instance("hub", &network).await,
+        );
+        let ids: Vec<ThingId> = (0..1000)
+            .map(|n| ThingId::new(&format!("t:car-{n}")).unwrap())
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            let body = json!({"policyId": "t:policy", "attributes": {"n": n}});
+            let create = ThingCommand::new(id.clone(), Action::Modify, Pointer::root(), Some(body));
+            edge.twins().apply(&writer(), create).await.unwrap();
+        }
+        connect(&edge, &hub).await;
+        quiesce(&[edge.clone(), hub.clone()], &network).await;
+        assert_eq!(hub.twins().thing_count(), 1000);
+        for (n, id) in ids.iter().enumerate() {
+            let thing = hub.twins().get_thing(id).expect("synced");
+            assert_eq!(thing.body()["attributes"]["n"], n, "{id}");
+        }
+        // Re-adding a link under its name keeps its outbox: no second full sync.
+        let sent = edge.status()[0].messages_out;
+        edge.add(link_to("hub")).await.unwrap();
+        quiesce(&[edge.clone(), hub.clone()], &network).await;
+        assert_eq!(
+            edge.status()[0].messages_out,
+            0,
+            "a fresh status, nothing re-sent"
+        );
+        assert!(sent >= 1000);
+    })
+    .await
+    .expect("test hung");
+}

@@ -106,6 +106,19 @@ impl ThingMap {
         }
     }
 
+    /// Every id with its slot (a snapshot of the map; slots may change afterwards).
+    fn entries(&self) -> Vec<(ThingId, Slot)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                read(s)
+                    .iter()
+                    .map(|(id, slot)| (id.clone(), slot.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Every slot (a snapshot of the map; slots may change afterwards).
     fn all(&self) -> Vec<Slot> {
         self.shards
@@ -325,6 +338,17 @@ impl Twins {
     /// A snapshot of one policy, unfiltered.
     pub fn get_policy(&self, id: &PolicyId) -> Option<Arc<Policy>> {
         read(&self.inner.policies).get(id).cloned()
+    }
+
+    /// The ids of the things held (a snapshot), in no particular order.
+    pub fn thing_ids(&self) -> Vec<ThingId> {
+        self.inner
+            .things
+            .entries()
+            .into_iter()
+            .filter(|(_, slot)| lock(slot).is_present())
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Number of things held.

@@ -245,6 +245,9 @@ impl Links {
         }
         let auth = AuthContext::new([config.subject.as_str()]);
         self.remove(&config.name).await?;
+        // A link without an outbox of its own yet is new: it starts by sending every thing
+        // it selects (an existing outbox already holds what the peer has not got).
+        let new = config.direction.sends() && !Outbox::exists(&self.inner.db, &config.name);
         let outbox = if config.direction.sends() {
             Some(Outbox::open(
                 &self.inner.db,
@@ -281,7 +284,14 @@ impl Links {
             *link.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         let name = link.config.name.clone();
-        write(&self.inner.links).insert(name.clone(), link);
+        write(&self.inner.links).insert(name.clone(), link.clone());
+        if new {
+            let ids = self.inner.twins.thing_ids();
+            let count = ids.len();
+            let ids = ids.into_iter().map(|id| id.as_str().as_bytes().to_vec());
+            self.resync(&link, ids.collect());
+            tracing::info!(link = %name, things = count, "new link: initial sync queued");
+        }
         if let Some(registry) = self.inner.registry.get() {
             self.register_metrics(registry, &name);
         }
@@ -534,7 +544,8 @@ impl Links {
         Ok(applied)
     }
 
-    /// Re-sends the whole replicated state of things (after the outbox dropped updates).
+    /// Re-sends the whole replicated state of things (a new link's initial sync, or after the
+    /// outbox dropped updates).
     fn resync(&self, link: &Link, ids: Vec<Vec<u8>>) {
         for id in ids {
             let Some(thing) = std::str::from_utf8(&id)

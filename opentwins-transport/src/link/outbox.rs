@@ -259,6 +259,14 @@ fn decode_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 impl Outbox {
+    /// Whether `db` holds an outbox named `name` (from an earlier start or an earlier add).
+    pub fn exists(db: &sled::Db, name: &str) -> bool {
+        let [entries, ..] = tree_names(name);
+        db.tree_names()
+            .iter()
+            .any(|t| t.as_ref() == entries.as_bytes())
+    }
+
     /// Opens (or creates) the outbox `name` in `db` and rebuilds its in-memory index.
     ///
     /// Entries acked before a crash whose removal did not reach the disk are removed here.
