@@ -5,11 +5,21 @@
 //! `r{stamp}` (a removal), `o{stamp}` (an "is an object" mark), or a value/removal and a mark
 //! separated by a space, e.g. `{"/features/lane/properties/offset": "v1764080000000.3@edge-1"}`.
 //!
+//! Links send the compact form ([`Replica::compact_clocks`]): the same object, but each stamp is
+//! written relative to one base per message and without its instance when that is the
+//! message's origin (`v3` is `{base + 3}.0@{origin}`, `o0.2@hub` is `{base}.2@hub`), and an "is
+//! an object" mark is left out where it is implied: an ancestor of written paths whose mark is
+//! the newest stamp below it, which is what writing below a path gives it. An ancestor of
+//! written paths that has no clock at all is written as `""`, so nothing is implied there.
+//!
 //! Values are not in the clocks: a value cell's value is read from the JSON it stands beside
 //! (the thing body, or the link's patch). A value cell never holds a non-empty object (a
 //! non-empty object is written as `{}` plus its members), so an object found there reads as
 //! `{}`. A value that is not visible any more cannot become visible again (the stamps that
 //! hide it only grow), so reading it as `null` when the JSON no longer has it is exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -64,7 +74,181 @@ impl serde::Serialize for ClocksJson<'_> {
     }
 }
 
+/// A stamp in the compact form: relative to `base`, without its instance if it is `origin`.
+struct CompactStamp<'a> {
+    stamp: &'a Stamp,
+    base: u64,
+    origin: &'a str,
+}
+
+impl std::fmt::Display for CompactStamp<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.stamp.wall_ms - self.base)?;
+        if self.stamp.counter != 0 {
+            write!(f, ".{}", self.stamp.counter)?;
+        }
+        if *self.stamp.origin != *self.origin {
+            write!(f, "@{}", self.stamp.origin)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_compact_stamp(s: &str, base: u64, origin: &Arc<str>) -> Result<Stamp> {
+    let invalid = || {
+        Error::field_invalid(format!(
+            "'{s}' is not a compact clock stamp like '3', '3.1' or '3.1@hub'."
+        ))
+    };
+    let (time, instance) = match s.split_once('@') {
+        Some((time, instance)) if super::valid_instance(instance) => (time, Arc::from(instance)),
+        Some(_) => return Err(invalid()),
+        None => (s, origin.clone()),
+    };
+    let (delta, counter) = time.split_once('.').unwrap_or((time, "0"));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(delta) || !digits(counter) {
+        return Err(invalid());
+    }
+    let delta: u64 = delta.parse().map_err(|_| invalid())?;
+    Ok(Stamp {
+        wall_ms: base.checked_add(delta).ok_or_else(invalid)?,
+        counter: counter.parse().map_err(|_| invalid())?,
+        origin: instance,
+    })
+}
+
+fn slot_stamps(slot: &Slot) -> impl Iterator<Item = &Stamp> {
+    slot.replace
+        .as_ref()
+        .map(|(s, _)| s)
+        .into_iter()
+        .chain(&slot.object)
+}
+
 impl Replica {
+    /// The clocks in the compact form links send (see the module docs), with the base its
+    /// stamps are relative to (the oldest wall time; 0 when there are no stamps).
+    pub fn compact_clocks(&self, origin: &str) -> (u64, Value) {
+        let base = self
+            .slots
+            .values()
+            .flat_map(slot_stamps)
+            .map(|s| s.wall_ms)
+            .min()
+            .unwrap_or(0);
+        let compact = |stamp| CompactStamp {
+            stamp,
+            base,
+            origin,
+        };
+        let mut out = Map::with_capacity(self.slots.len());
+        // Ancestors of written paths without a clock of their own: "" (nothing implied).
+        let mut bare = BTreeSet::new();
+        for path in self.slots.keys() {
+            let mut up = path.parent();
+            while let Some(p) = up {
+                if self.slots.contains_key(&p) || !bare.insert(p.clone()) {
+                    break;
+                }
+                up = p.parent();
+            }
+        }
+        for (path, slot) in &self.slots {
+            if slot.replace.is_none()
+                && let Some(mark) = &slot.object
+                && self.newest_below(path).is_some_and(|s| s == mark)
+            {
+                continue;
+            }
+            let mut text = String::new();
+            if let Some((stamp, cell)) = &slot.replace {
+                let kind = if matches!(cell, Cell::Removed) {
+                    'r'
+                } else {
+                    'v'
+                };
+                text = format!("{kind}{}", compact(stamp));
+            }
+            if let Some(stamp) = &slot.object {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&format!("o{}", compact(stamp)));
+            }
+            out.insert(path.to_string(), Value::String(text));
+        }
+        for path in bare {
+            out.insert(path.to_string(), Value::String(String::new()));
+        }
+        (base, Value::Object(out))
+    }
+
+    /// The newest stamp of the paths strictly below `path`.
+    fn newest_below(&self, path: &Pointer) -> Option<&Stamp> {
+        self.slots
+            .range(path.clone()..)
+            .skip(1)
+            .take_while(|(p, _)| p.starts_with(path))
+            .flat_map(|(_, slot)| slot_stamps(slot))
+            .max()
+    }
+
+    /// Rebuilds a replica from [`Replica::compact_clocks`] (its stamps relative to `base`,
+    /// `origin` where they name no instance), reading value cells from `extra` (by path) or
+    /// else from `values`.
+    pub fn from_compact_clocks(
+        clocks: &Value,
+        base: u64,
+        origin: &Arc<str>,
+        values: &Value,
+        extra: &Map<String, Value>,
+    ) -> Result<Replica> {
+        let Value::Object(map) = clocks else {
+            return Err(Error::field_invalid("The clocks must be a JSON object."));
+        };
+        let mut replica = Replica::new();
+        let mut bare = BTreeSet::new();
+        for (path, spec) in map {
+            let (pointer, spec) = clock_entry(path, spec)?;
+            if spec.is_empty() {
+                bare.insert(pointer);
+                continue;
+            }
+            let slot = parse_slot(spec, path, &pointer, values, extra, |s| {
+                parse_compact_stamp(s, base, origin)
+            })?;
+            replica.slots.insert(pointer, slot);
+        }
+        // The implied marks: each ancestor without an entry gets the newest stamp below it.
+        let mut implied: BTreeMap<Pointer, Stamp> = BTreeMap::new();
+        for (path, slot) in &replica.slots {
+            let Some(newest) = slot_stamps(slot).max() else {
+                continue;
+            };
+            let mut up = path.parent();
+            while let Some(p) = up {
+                if !replica.slots.contains_key(&p) && !bare.contains(&p) {
+                    let mark = implied.entry(p.clone()).or_insert_with(|| newest.clone());
+                    if *mark < *newest {
+                        *mark = newest.clone();
+                    }
+                }
+                up = p.parent();
+            }
+        }
+        for (path, mark) in implied {
+            replica.slots.insert(
+                path,
+                Slot {
+                    replace: None,
+                    object: Some(mark),
+                },
+            );
+        }
+        Ok(replica)
+    }
+
     /// The clocks of every path, without values.
     pub fn clocks_json(&self) -> Value {
         let mut out = Map::with_capacity(self.slots.len());
@@ -86,36 +270,8 @@ impl Replica {
         };
         let mut replica = Replica::new();
         for (path, spec) in map {
-            if !path.starts_with('/') {
-                return Err(Error::field_invalid(format!(
-                    "The clock path '{path}' must start with '/'."
-                )));
-            }
-            let pointer = Pointer::parse(path)?;
-            let spec = spec.as_str().ok_or_else(|| {
-                Error::field_invalid(format!("The clock of '{path}' must be a string."))
-            })?;
-            let mut slot = Slot::default();
-            for part in spec.split(' ') {
-                let (kind, stamp) = part.split_at(part.chars().next().map_or(0, char::len_utf8));
-                let stamp = Stamp::parse(stamp)?;
-                match kind {
-                    "v" => {
-                        let value = match extra.get(path) {
-                            Some(v) => v.clone(),
-                            None => value_at(&pointer, values),
-                        };
-                        slot.replace = Some((stamp, Cell::Value(value)));
-                    }
-                    "r" => slot.replace = Some((stamp, Cell::Removed)),
-                    "o" => slot.object = Some(stamp),
-                    _ => {
-                        return Err(Error::field_invalid(format!(
-                            "The clock '{part}' of '{path}' must start with v, r or o."
-                        )));
-                    }
-                }
-            }
+            let (pointer, spec) = clock_entry(path, spec)?;
+            let slot = parse_slot(spec, path, &pointer, values, extra, Stamp::parse)?;
             replica.slots.insert(pointer, slot);
         }
         Ok(replica)
@@ -183,6 +339,54 @@ impl Replica {
         }
         (patch, extra)
     }
+}
+
+/// One entry of a clocks object: its path and its clock text.
+fn clock_entry<'a>(path: &str, spec: &'a Value) -> Result<(Pointer, &'a str)> {
+    if !path.starts_with('/') {
+        return Err(Error::field_invalid(format!(
+            "The clock path '{path}' must start with '/'."
+        )));
+    }
+    let pointer = Pointer::parse(path)?;
+    let spec = spec
+        .as_str()
+        .ok_or_else(|| Error::field_invalid(format!("The clock of '{path}' must be a string.")))?;
+    Ok((pointer, spec))
+}
+
+/// A path's clock text (`v…`, `r…`, `o…`, or a value/removal and a mark), its stamps read by
+/// `stamp`; value cells read from `extra` or else from `values`.
+fn parse_slot(
+    spec: &str,
+    path: &str,
+    pointer: &Pointer,
+    values: &Value,
+    extra: &Map<String, Value>,
+    stamp: impl Fn(&str) -> Result<Stamp>,
+) -> Result<Slot> {
+    let mut slot = Slot::default();
+    for part in spec.split(' ') {
+        let (kind, text) = part.split_at(part.chars().next().map_or(0, char::len_utf8));
+        let stamp = stamp(text)?;
+        match kind {
+            "v" => {
+                let value = match extra.get(path) {
+                    Some(v) => v.clone(),
+                    None => value_at(pointer, values),
+                };
+                slot.replace = Some((stamp, Cell::Value(value)));
+            }
+            "r" => slot.replace = Some((stamp, Cell::Removed)),
+            "o" => slot.object = Some(stamp),
+            _ => {
+                return Err(Error::field_invalid(format!(
+                    "The clock '{part}' of '{path}' must start with v, r or o."
+                )));
+            }
+        }
+    }
+    Ok(slot)
 }
 
 fn is_empty_object(v: &Value) -> bool {

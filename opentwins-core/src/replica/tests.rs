@@ -210,6 +210,13 @@ proptest! {
             let (patch, extra) = r.patch();
             let back = Replica::from_clocks(&r.clocks_json(), &patch, &extra).unwrap();
             prop_assert_eq!(&back, &r);
+            // The compact form links send gives it back too, from any origin's view.
+            for origin in ["i0", "i1", "elsewhere"] {
+                let (base, clocks) = r.compact_clocks(origin);
+                let origin: Arc<str> = Arc::from(origin);
+                let back = Replica::from_compact_clocks(&clocks, base, &origin, &patch, &extra).unwrap();
+                prop_assert_eq!(&back, &r, "compact clocks {}", clocks);
+            }
         }
     }
 
@@ -264,4 +271,62 @@ fn clocks_json_is_readable_and_rejects_garbage() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn compact_clocks_imply_ancestor_marks_and_shorten_stamps() {
+    let stamp = |ms: u64, counter: u32, origin: &str| Stamp {
+        wall_ms: ms,
+        counter,
+        origin: Arc::from(origin),
+    };
+    let path = Pointer::parse("/features/lane/properties/offset").unwrap();
+    let one = Replica::from(changes_for_modify(
+        &path,
+        &json!(0.12),
+        &stamp(1_764_080_000_000, 3, "edge-1"),
+    ));
+    let (base, clocks) = one.compact_clocks("edge-1");
+    // One entry: the ancestors' marks are implied, the stamp is relative, the origin implied.
+    assert_eq!(base, 1_764_080_000_000);
+    assert_eq!(clocks, json!({"/features/lane/properties/offset": "v0.3"}));
+    let origin: Arc<str> = Arc::from("edge-1");
+    let (patch, extra) = one.patch();
+    assert_eq!(
+        Replica::from_compact_clocks(&clocks, base, &origin, &patch, &extra).unwrap(),
+        one
+    );
+    // An ancestor whose mark is older than what is below it is written; one without any clock
+    // is written as "" (nothing implied); stamps of other instances name them.
+    let mut mixed = Replica::from(changes_for_modify(&path, &json!(1), &stamp(10, 0, "hub")));
+    mixed.apply(Change {
+        path: Pointer::parse("/features/lane/properties/offset").unwrap(),
+        cell: Cell::Value(json!(2)),
+        stamp: stamp(12, 1, "edge-1"),
+    });
+    mixed.apply(Change {
+        path: Pointer::parse("/attributes/x/y").unwrap(),
+        cell: Cell::Removed,
+        stamp: stamp(11, 0, "edge-1"),
+    });
+    let (base, clocks) = mixed.compact_clocks("edge-1");
+    assert_eq!(base, 10);
+    assert_eq!(
+        clocks,
+        json!({
+            "/": "o0@hub",
+            "/features": "o0@hub",
+            "/features/lane": "o0@hub",
+            "/features/lane/properties": "o0@hub",
+            "/features/lane/properties/offset": "v2.1",
+            "/attributes/x/y": "r1",
+            "/attributes": "",
+            "/attributes/x": ""
+        })
+    );
+    let (patch, extra) = mixed.patch();
+    assert_eq!(
+        Replica::from_compact_clocks(&clocks, base, &origin, &patch, &extra).unwrap(),
+        mixed
+    );
 }

@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `opentwins-origin` | the instance that made the changes |
 //! | `opentwins-hops` | the instances that applied them, in order, origin first |
-//! | `opentwins-clocks` | the clock of every changed path ([`Replica::clocks_json`]) |
+//! | `opentwins-clocks` | the clock of every changed path, compact ([`Replica::compact_clocks`]) |
+//! | `opentwins-base` | the wall time (ms) the compact clocks are relative to; without it the clocks are absolute ([`Replica::clocks_json`], as earlier versions sent) |
 //! | `opentwins-values` | values the patch cannot hold, by path (rare; absent when empty) |
 //! | `opentwins-policy` | the thing's policy id at the sender (used when the update creates the thing) |
 
@@ -25,6 +26,7 @@ use crate::protocol::{Action, Headers, ThingCommand};
 const ORIGIN: &str = "opentwins-origin";
 const HOPS: &str = "opentwins-hops";
 const CLOCKS: &str = "opentwins-clocks";
+const BASE: &str = "opentwins-base";
 const VALUES: &str = "opentwins-values";
 const POLICY: &str = "opentwins-policy";
 
@@ -110,7 +112,9 @@ impl Update {
                     .collect(),
             ),
         );
-        other.insert(CLOCKS.into(), self.changes.clocks_json());
+        let (base, clocks) = self.changes.compact_clocks(&self.origin);
+        other.insert(BASE.into(), Value::from(base));
+        other.insert(CLOCKS.into(), clocks);
         if !extra.is_empty() {
             other.insert(VALUES.into(), Value::Object(extra));
         }
@@ -185,7 +189,17 @@ impl Update {
             }
         };
         let values = cmd.value.clone().unwrap_or(Value::Null);
-        let changes = Replica::from_clocks(clocks, &values, extra)?;
+        let changes = match header(other, BASE) {
+            None => Replica::from_clocks(clocks, &values, extra)?,
+            Some(base) => {
+                let base = base.as_u64().ok_or_else(|| {
+                    Error::field_invalid(format!(
+                        "The header '{BASE}' must be a wall time in milliseconds."
+                    ))
+                })?;
+                Replica::from_compact_clocks(clocks, base, &origin, &values, extra)?
+            }
+        };
         for change in changes.changes() {
             if let Some(first) = change.path.segments().first()
                 && (first == "thingId" || first == "policyId")
@@ -284,6 +298,34 @@ mod tests {
         assert_eq!(Update::from_command(&cmd).unwrap(), Some(u));
     }
 
+    /// The byte-level example of docs/distribution.md ("What crosses a link").
+    #[test]
+    fn a_one_property_update_is_compact_on_the_wire() {
+        let stamp = Stamp {
+            wall_ms: 1_764_080_000_000,
+            counter: 3,
+            origin: Arc::from("edge-1"),
+        };
+        let update = Update {
+            thing_id: ThingId::new("fleet:car-1").unwrap(),
+            origin: Arc::from("edge-1"),
+            hops: vec![Arc::from("edge-1")],
+            policy_id: Some(PolicyId::new("fleet:policy").unwrap()),
+            changes: Replica::from(changes_for_merge(
+                &Pointer::parse("/features/lane/properties").unwrap(),
+                &json!({"offset": 0.12}),
+                &stamp,
+            )),
+        };
+        let bytes = Message::ThingCommand(update.to_command()).to_vec();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        println!("{} bytes: {text}", bytes.len());
+        let Message::ThingCommand(cmd) = Message::from_slice(&bytes).unwrap() else {
+            panic!("not a command")
+        };
+        assert_eq!(Update::from_command(&cmd).unwrap(), Some(update));
+    }
+
     #[test]
     fn plain_merges_carry_no_update_and_bad_headers_are_refused() {
         let plain = ThingCommand::new(
@@ -294,12 +336,18 @@ mod tests {
         );
         assert_eq!(Update::from_command(&plain).unwrap(), None);
         let good = sample().to_command();
-        let broken: [(&str, Value); 7] = [
+        let broken: [(&str, Value); 13] = [
             (ORIGIN, json!("no spaces allowed")),
             (ORIGIN, json!(7)),
             (HOPS, json!([])),
             (HOPS, json!("edge-1")),
-            (CLOCKS, json!({"/attributes/x": "v10@edge-1"})),
+            (CLOCKS, json!({"/attributes/x": "v10@x/y"})),
+            (CLOCKS, json!({"/attributes/x": "v-1"})),
+            (CLOCKS, json!({"/attributes/x": "v1@"})),
+            (CLOCKS, json!({"/attributes/x": "v+1"})),
+            (CLOCKS, json!({"/attributes/x": "v18446744073709551615"})),
+            (BASE, json!("10")),
+            (BASE, json!(-1)),
             (CLOCKS, json!({"/thingId": "v10.0@edge-1"})),
             (POLICY, json!("not a policy id")),
         ];
