@@ -740,3 +740,75 @@ async fn the_event_ring_is_bounded_in_bytes_for_a_subscriber_that_does_not_read(
         "the newest is kept"
     );
 }
+
+// Issue 15, item 6: graves were kept in memory only; after a restart a late change older than a
+// deletion re-created the thing. Each "process" is its own runtime, dropped with its tasks.
+#[test]
+fn a_deleted_thing_stays_deleted_across_a_restart_until_its_grave_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |lifetime_ms: u64| {
+        // sled's threads may hold the file lock a moment after the last handle is dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            let config = opentwins_core::store::SledConfig::new(dir.path());
+            match opentwins_core::store::SledStore::open(config) {
+                Ok(store) => break store,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        };
+        let tw = Twins::open(
+            EngineConfig {
+                instance_id: "hub".into(),
+                grave_lifetime_ms: lifetime_ms,
+                ..EngineConfig::default()
+            },
+            Arc::new(store),
+        )
+        .unwrap();
+        tw.enable_clocks();
+        tw
+    };
+    let process = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { tokio::time::timeout(LIMIT, f).await.expect("timed out") });
+        rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    };
+    let (ops, peer) = (user("ops"), AuthContext::new(["link:evil"]));
+    let fleet = PolicyId::new("ns:fleet").unwrap();
+    let before_delete = now_ms();
+    process(Box::pin(async {
+        let tw = open(60_000);
+        let grants = policy(&[
+            ("test:ops", "thing:/", &["READ", "WRITE"]),
+            ("test:ops", "policy:/", &["READ", "WRITE"]),
+            ("link:evil", "thing:/", &["READ", "WRITE"]),
+        ]);
+        put_policy(&tw, &ops, "ns:fleet", grants).await;
+        let thing = json!({"policyId": "ns:fleet", "attributes": {"a": 0}});
+        ok(&tw, &ops, cmd("ns:car", Action::Create, "/", Some(thing))).await;
+        ok(&tw, &ops, cmd("ns:car", Action::Delete, "/", None)).await;
+    }));
+    // Restarted: a change made before the deletion arrives late and is old news.
+    let late = peer_update("ns:car", "/attributes", json!({"a": 1}), before_delete - 1);
+    process(Box::pin(async {
+        let tw = open(60_000);
+        tw.apply_update(&peer, &late, Some(&fleet), &|_| false, true)
+            .await
+            .unwrap();
+        assert!(tw.get_thing(&id("ns:car")).is_none(), "the grave was lost");
+    }));
+    // Once the grave expired, the same late change creates the thing again.
+    process(Box::pin(async {
+        let tw = open(0);
+        tw.apply_update(&peer, &late, Some(&fleet), &|_| false, true)
+            .await
+            .unwrap();
+        assert!(tw.get_thing(&id("ns:car")).is_some());
+    }));
+}

@@ -43,6 +43,11 @@ pub struct EngineConfig {
     /// (the default): a random key per process, so cursors do not outlive the process; hub
     /// processes behind one load balancer set the same key.
     pub cursor_key: Option<String>,
+    /// How long the clocks of a deleted thing (its grave) are kept, in milliseconds (default
+    /// 30 days). Within it, a change older than the deletion that arrives late (a peer that
+    /// was away) cannot bring the thing back; after it, such a change re-creates the thing.
+    /// Graves are stored with the deletion, so they survive restarts.
+    pub grave_lifetime_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +63,7 @@ impl Default for EngineConfig {
             transient: Vec::new(),
             max_clock_skew_ms: 60_000,
             cursor_key: None,
+            grave_lifetime_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }

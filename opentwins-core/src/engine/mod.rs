@@ -10,6 +10,7 @@
 
 mod access;
 mod config;
+mod graves;
 mod hot;
 mod policy_cmd;
 mod precondition;
@@ -154,7 +155,7 @@ struct Inner {
     clocks_on: AtomicBool,
     /// Clocks of things not held here (deleted, or only removals arrived): older changes
     /// arriving later do not bring them back, and newer ones are not lost.
-    graves: Mutex<HashMap<ThingId, crate::replica::Replica>>,
+    graves: graves::Graves,
     /// Set when the store failed a write: the engine then refuses writes (503) until restarted,
     /// because its memory may hold changes the store does not.
     store_failed: AtomicBool,
@@ -267,6 +268,7 @@ impl Twins {
             }
         }
         let events = ring::Ring::new(config.event_buffer, config.event_buffer_bytes);
+        let graves = graves::Graves::load(&*store, config.grave_lifetime_ms)?;
         let pending = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_writes.max(1),
         ));
@@ -283,7 +285,7 @@ impl Twins {
                 pending,
                 clock,
                 clocks_on: AtomicBool::new(false),
-                graves: Mutex::new(HashMap::new()),
+                graves,
                 store_failed: AtomicBool::new(false),
                 transient,
                 quarantined,

@@ -177,7 +177,7 @@ impl Inner {
         let mut guard = lock(&slot);
         let Some(thing) = guard.heat(&slot, &self.hot)? else {
             // A thing this instance does not hold (or deleted): the changes may create it.
-            let mut replica = lock(&self.graves).get(id).cloned().unwrap_or_default();
+            let mut replica = self.graves.get(id).unwrap_or_default();
             let effective = apply_all(&mut replica, &update.changes);
             let view = replica.materialize();
             if !view.is_object() {
@@ -185,15 +185,18 @@ impl Inner {
                 // bring the thing back; a removal newer than a later create must still win)
                 // and passed on: peers beyond this one may hold the thing.
                 let changes = effective.len();
+                let mut durable = None;
                 if changes > 0 {
-                    lock(&self.graves).insert(id.clone(), replica);
+                    let grave = self.graves.dig(id, replica);
+                    // Sinks first: what they write (a link's outbox) is flushed with the grave.
                     self.forward_absent(id, update, effective);
+                    durable = Some(self.store.write(vec![grave]));
                 }
                 let applied = Applied {
                     changes,
                     ..Applied::default()
                 };
-                return Ok((applied, None));
+                return Ok((applied, durable));
             }
             let now = Timestamp::now();
             let mut thing = Thing::new(id.clone(), view, now)?;
@@ -211,7 +214,7 @@ impl Inner {
             let policy = new_policy.policy.clone();
             replica.strip_values();
             *thing.clocks_mut() = replica;
-            lock(&self.graves).remove(id);
+            let lifted = self.graves.lift(id);
             let event = ThingEvent {
                 thing_id: id.clone(),
                 action: EventAction::Created,
@@ -223,7 +226,7 @@ impl Inner {
                 provenance: Some(self.forwarded(update, effective)),
             };
             self.emit(&event, Some(&thing), Some(policy));
-            let ops = policy_op.into_iter().chain([WriteOp::Put {
+            let ops = policy_op.into_iter().chain(lifted).chain([WriteOp::Put {
                 record: thing_record(&thing),
                 expect: Expect::Absent,
             }]);
@@ -299,7 +302,7 @@ impl Inner {
         let now = Timestamp::now();
         if !new_view.is_object() {
             // The thing was deleted by a newer change; its clocks stay as its grave.
-            lock(&self.graves).insert(id.clone(), replica.clone());
+            let grave = self.graves.dig(id, replica.clone());
             let event = ThingEvent {
                 thing_id: id.clone(),
                 action: EventAction::Deleted,
@@ -311,11 +314,14 @@ impl Inner {
                 provenance: Some(self.forwarded(update, effective)),
             };
             self.emit(&event, None, policy);
-            let durable = self.store.write(vec![WriteOp::Delete {
-                kind: Kind::Thing,
-                id: id.to_string(),
-                expect: Expect::Revision(old_revision),
-            }]);
+            let durable = self.store.write(vec![
+                WriteOp::Delete {
+                    kind: Kind::Thing,
+                    id: id.to_string(),
+                    expect: Expect::Revision(old_revision),
+                },
+                grave,
+            ]);
             *guard = Entry::Absent;
             self.hot.became_cold();
             let applied = Applied {
@@ -464,16 +470,18 @@ impl Inner {
         })
     }
 
-    /// A stamp for a local deletion of a whole thing, remembered as its grave.
-    pub(super) fn bury(&self, thing: &Thing) -> Option<Arc<Provenance>> {
+    /// A stamp for a local deletion of a whole thing, remembered as its grave: the provenance
+    /// to forward (when anything forwards) and the store write of the grave (to go in the
+    /// deletion's batch); nothing while clocks are off.
+    pub(super) fn bury(&self, thing: &Thing) -> (Option<Arc<Provenance>>, Option<WriteOp>) {
         if !self.clocks_on() {
-            return None;
+            return (None, None);
         }
         let stamp = self.clock.now();
         let grave = Replica::from(vec![change_for_delete(&Pointer::root(), &stamp)]);
-        lock(&self.graves).insert(thing.id().clone(), grave.clone());
+        let op = self.graves.dig(thing.id(), grave.clone());
         let forward = !super::read(&self.sinks).is_empty();
-        forward.then(|| self.local_provenance(grave))
+        (forward.then(|| self.local_provenance(grave)), Some(op))
     }
 }
 

@@ -252,6 +252,7 @@ impl Inner {
 
         if cmd.action == Action::Delete && cmd.path.is_root() {
             let old_revision = thing.revision();
+            let (provenance, grave) = self.bury(thing);
             let event = ThingEvent {
                 thing_id: cmd.thing_id.clone(),
                 action: EventAction::Deleted,
@@ -260,15 +261,18 @@ impl Inner {
                 revision: old_revision + 1,
                 timestamp: Timestamp::now(),
                 headers: cmd.headers.for_reply(),
-                provenance: self.bury(thing),
+                provenance,
             };
             // Sinks first: what they write (a link's outbox) is flushed with this write.
             self.emit(&event, None, policy.clone());
-            let durable = self.store.write(vec![WriteOp::Delete {
+            let delete = WriteOp::Delete {
                 kind: Kind::Thing,
                 id: cmd.thing_id.to_string(),
                 expect: Expect::Revision(old_revision),
-            }]);
+            };
+            let durable = self
+                .store
+                .write([delete].into_iter().chain(grave).collect());
             *guard = Entry::Absent;
             self.hot.became_cold();
             let response = ThingResponse {
@@ -500,7 +504,7 @@ impl Inner {
         let (new_policy, policy_op) = self.policy_for_new_thing(auth, &mut thing, choice, now)?;
         let policy = new_policy.policy.clone();
         let provenance = self.stamp_local(&mut thing, &cmd);
-        lock(&self.graves).remove(&cmd.thing_id);
+        let lifted = self.graves.lift(&cmd.thing_id);
         let event = ThingEvent {
             thing_id: cmd.thing_id.clone(),
             action: EventAction::Created,
@@ -518,7 +522,7 @@ impl Inner {
             seen
         });
         let event = self.emit_write(event, whole, &thing, Some(policy.clone()));
-        let ops = policy_op.into_iter().chain([WriteOp::Put {
+        let ops = policy_op.into_iter().chain(lifted).chain([WriteOp::Put {
             record: thing_record(&thing),
             expect: Expect::Absent,
         }]);

@@ -18,6 +18,7 @@ pub struct MemoryStore {
 struct Maps {
     things: BTreeMap<String, Record>,
     policies: BTreeMap<String, Record>,
+    graves: BTreeMap<String, Record>,
 }
 
 impl Maps {
@@ -25,6 +26,7 @@ impl Maps {
         match kind {
             Kind::Thing => &self.things,
             Kind::Policy => &self.policies,
+            Kind::Grave => &self.graves,
         }
     }
 
@@ -32,6 +34,7 @@ impl Maps {
         match kind {
             Kind::Thing => &mut self.things,
             Kind::Policy => &mut self.policies,
+            Kind::Grave => &mut self.graves,
         }
     }
 

@@ -24,6 +24,9 @@ pub enum Kind {
     Thing,
     /// A policy.
     Policy,
+    /// The clocks of a deleted thing (its grave), so a late, older change cannot bring it
+    /// back (see `engine/graves.rs`).
+    Grave,
 }
 
 /// One stored entity: its id, revision and JSON bytes.
@@ -119,6 +122,7 @@ impl Kind {
         match self {
             Kind::Thing => "Thing",
             Kind::Policy => "Policy",
+            Kind::Grave => "Grave",
         }
     }
 }

@@ -270,6 +270,7 @@ fn kind_byte(kind: Kind) -> u8 {
     match kind {
         Kind::Thing => b't',
         Kind::Policy => b'p',
+        Kind::Grave => b'g',
     }
 }
 
