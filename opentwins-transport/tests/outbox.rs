@@ -43,7 +43,16 @@ fn open_db(path: &Path) -> sled::Db {
 }
 
 fn open(db: &sled::Db, max_bytes: u64) -> Outbox {
-    Outbox::open(db, "peer-1", OutboxConfig { max_bytes }, latest_wins()).unwrap()
+    Outbox::open(
+        db,
+        "peer-1",
+        OutboxConfig {
+            max_bytes,
+            ..OutboxConfig::default()
+        },
+        latest_wins(),
+    )
+    .unwrap()
 }
 
 fn payloads(entries: &[OutboxEntry]) -> Vec<&[u8]> {
@@ -123,8 +132,18 @@ async fn ready_wakes_on_push_and_on_destroy() {
         // Non-empty: resolves at once, also when everything is in flight.
         ob.peek(10).unwrap();
         ob.ready().await;
+        // A sender with entry 1 in flight waits for what comes after it.
+        let after = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.ready_after(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!after.is_finished(), "ready_after(1) resolved for entry 1");
+        ob.push(b"k", b"w").unwrap();
+        after.await.unwrap();
+        assert_eq!(seqs(&ob.peek_after(1, 10, u64::MAX).unwrap()), [2]);
 
-        ob.ack(1).unwrap();
+        ob.ack(2).unwrap();
         let waiter = tokio::spawn({
             let ob = ob.clone();
             async move { ob.ready().await }
@@ -353,7 +372,16 @@ fn when_full_same_key_updates_coalesce_and_new_keys_are_dropped() {
 #[test]
 fn a_coalesce_that_refuses_drops_the_update() {
     let refuse: Coalesce = Arc::new(|_: &[u8], _: &[u8]| None);
-    let ob = Outbox::open(&temp_db(), "x", OutboxConfig { max_bytes: 4 }, refuse).unwrap();
+    let ob = Outbox::open(
+        &temp_db(),
+        "x",
+        OutboxConfig {
+            max_bytes: 4,
+            ..OutboxConfig::default()
+        },
+        refuse,
+    )
+    .unwrap();
     assert_eq!(ob.push(b"k", b"aaa").unwrap(), Pushed::Queued { seq: 1 });
     assert_eq!(ob.push(b"k", b"bbb").unwrap(), Pushed::Dropped);
     assert_eq!(payloads(&ob.peek(5).unwrap()), [b"aaa"]);
@@ -433,8 +461,12 @@ fn test_coalesce(older: &[u8], newer: &[u8]) -> Option<Vec<u8>> {
 enum Op {
     Push(usize, Vec<u8>),
     Peek(usize),
+    /// Peek after the `0`-th pending entry (past the end: none), at most `1` entries and `2`
+    /// bytes.
+    PeekAfter(usize, usize, u64),
     Ack(u8),
     Reopen,
+    Rewind,
     TakeDropped,
 }
 
@@ -443,8 +475,10 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..KEYS.len(), prop::collection::vec(any::<u8>(), 1..12))
             .prop_map(|(k, p)| Op::Push(k, p)),
         2 => (0usize..6).prop_map(Op::Peek),
+        2 => (0usize..6, 0usize..6, 0u64..40).prop_map(|(a, m, b)| Op::PeekAfter(a, m, b)),
         2 => any::<u8>().prop_map(Op::Ack),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Rewind),
         1 => Just(Op::TakeDropped),
     ]
 }
@@ -452,6 +486,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Model {
     max_bytes: u64,
+    coalesce_pending: bool,
     entries: Vec<OutboxEntry>,
     next_seq: u64,
     acked_through: u64,
@@ -471,7 +506,28 @@ impl Model {
         self.entries.iter().map(size).sum()
     }
 
+    fn coalesce(&mut self, key: &[u8], payload: &[u8]) -> Option<Pushed> {
+        let bytes = self.bytes();
+        let in_flight = self.in_flight_through;
+        let max_bytes = self.max_bytes;
+        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.key == key)
+            && e.seq > in_flight
+            && let Some(merged) = test_coalesce(&e.payload, payload)
+            && bytes - size(e) + (key.len() + merged.len()) as u64 <= max_bytes
+        {
+            e.payload = merged;
+            self.coalesced += 1;
+            return Some(Pushed::Coalesced { seq: e.seq });
+        }
+        None
+    }
+
     fn push(&mut self, key: &[u8], payload: &[u8]) -> Pushed {
+        if self.coalesce_pending
+            && let Some(pushed) = self.coalesce(key, payload)
+        {
+            return pushed;
+        }
         let bytes = self.bytes();
         if bytes + (key.len() + payload.len()) as u64 <= self.max_bytes {
             let seq = self.next_seq;
@@ -484,16 +540,8 @@ impl Model {
             });
             return Pushed::Queued { seq };
         }
-        let in_flight = self.in_flight_through;
-        let max_bytes = self.max_bytes;
-        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.key == key)
-            && e.seq > in_flight
-            && let Some(merged) = test_coalesce(&e.payload, payload)
-            && bytes - size(e) + (key.len() + merged.len()) as u64 <= max_bytes
-        {
-            e.payload = merged;
-            self.coalesced += 1;
-            return Pushed::Coalesced { seq: e.seq };
+        if let Some(pushed) = self.coalesce(key, payload) {
+            return pushed;
         }
         self.dropped.insert(key.to_vec());
         self.dropped_total += 1;
@@ -501,7 +549,19 @@ impl Model {
     }
 
     fn peek(&mut self, max: usize) -> Vec<OutboxEntry> {
-        let out: Vec<OutboxEntry> = self.entries.iter().take(max).cloned().collect();
+        self.peek_after(0, max, u64::MAX)
+    }
+
+    fn peek_after(&mut self, after: u64, max: usize, max_bytes: u64) -> Vec<OutboxEntry> {
+        let mut out: Vec<OutboxEntry> = Vec::new();
+        let mut bytes = 0;
+        for e in self.entries.iter().filter(|e| e.seq > after).take(max) {
+            bytes += size(e);
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
         if let Some(last) = out.last() {
             self.in_flight_through = self.in_flight_through.max(last.seq);
         }
@@ -514,6 +574,10 @@ impl Model {
             self.acked_through = through;
             self.entries.retain(|e| e.seq > through);
         }
+    }
+
+    fn rewind(&mut self) {
+        self.in_flight_through = self.acked_through;
     }
 
     fn reopen(&mut self) {
@@ -540,9 +604,13 @@ impl Model {
     }
 }
 
-fn open_prop(db: &sled::Db, max_bytes: u64) -> Outbox {
+fn open_prop(db: &sled::Db, max_bytes: u64, coalesce_pending: bool) -> Outbox {
     let f: Coalesce = Arc::new(test_coalesce);
-    Outbox::open(db, "prop", OutboxConfig { max_bytes }, f).unwrap()
+    let config = OutboxConfig {
+        max_bytes,
+        coalesce_pending,
+    };
+    Outbox::open(db, "prop", config, f).unwrap()
 }
 
 proptest! {
@@ -551,17 +619,25 @@ proptest! {
     #[test]
     fn outbox_behaves_like_its_model(
         max_bytes in 8u64..64,
+        coalesce_pending in any::<bool>(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
         let db = temp_db();
-        let mut ob = open_prop(&db, max_bytes);
-        let mut model = Model { max_bytes, next_seq: 1, ..Model::default() };
+        let mut ob = open_prop(&db, max_bytes, coalesce_pending);
+        let mut model = Model { max_bytes, coalesce_pending, next_seq: 1, ..Model::default() };
         for op in ops {
             match op {
                 Op::Push(k, p) => {
                     prop_assert_eq!(ob.push(KEYS[k], &p).unwrap(), model.push(KEYS[k], &p));
                 }
                 Op::Peek(max) => prop_assert_eq!(ob.peek(max).unwrap(), model.peek(max)),
+                Op::PeekAfter(nth, max, bytes) => {
+                    let after = model.entries.get(nth).map_or(model.next_seq, |e| e.seq);
+                    prop_assert_eq!(
+                        ob.peek_after(after, max, bytes).unwrap(),
+                        model.peek_after(after, max, bytes)
+                    );
+                }
                 Op::Ack(x) => {
                     let through = u64::from(x) % (model.next_seq + 2);
                     ob.ack(through).unwrap();
@@ -569,8 +645,12 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(ob);
-                    ob = open_prop(&db, max_bytes);
+                    ob = open_prop(&db, max_bytes, coalesce_pending);
                     model.reopen();
+                }
+                Op::Rewind => {
+                    ob.rewind();
+                    model.rewind();
                 }
                 Op::TakeDropped => {
                     let want: Vec<Vec<u8>> = std::mem::take(&mut model.dropped).into_iter().collect();

@@ -95,6 +95,15 @@ impl Envelope {
         })
     }
 
+    /// Reads an envelope from parsed JSON (an element of a batch).
+    pub fn from_value(value: Value) -> Result<Self> {
+        serde_json::from_value(value).map_err(|e| {
+            protocol_invalid(format!(
+                "The message is not a Ditto Protocol envelope: {e}."
+            ))
+        })
+    }
+
     /// The envelope as JSON bytes.
     pub fn to_vec(&self) -> Vec<u8> {
         // Serialising strings, numbers and `serde_json::Value`s with string keys cannot fail.

@@ -1,9 +1,11 @@
 //! The persistent outbox of an outbound link: a bounded FIFO of opaque updates in sled.
 //!
 //! The link pushes one payload per update (synchronously, from the engine's sink), and one sender
-//! task drains the outbox: [`Outbox::ready`], [`Outbox::peek`], send, [`Outbox::ack`]. Delivery
-//! is at least once and in order: what was peeked but not acked is peeked again, also after a
-//! restart; what was acked never comes back.
+//! task drains the outbox: [`Outbox::ready_after`], [`Outbox::peek_after`], send, [`Outbox::ack`].
+//! The sender may keep a window of peeked entries in flight (peeking after the last one it
+//! peeked) and acks in order. Delivery is at least once and in order: what was peeked but not
+//! acked is peeked again (from the first pending entry), also after a restart; what was acked
+//! never comes back.
 //!
 //! Layout in the given [`sled::Db`] (for an outbox named `N`):
 //!
@@ -17,6 +19,10 @@
 //! flushed: by the store's group commit when the outbox shares the engine's database, or by
 //! [`Outbox::flush`]. What was not flushed when the process dies is lost; sled recovers a prefix
 //! of its log, so what survives is the oldest part, in order.
+//!
+//! Coalescing: with [`OutboxConfig::coalesce_pending`], a push is merged into the newest pending
+//! entry of the same key that is not in flight, so a backlog holds one entry per key with
+//! pending changes however long the peer is away.
 //!
 //! Bounds: the outbox holds at most [`OutboxConfig::max_bytes`] of key + payload bytes. A push
 //! that does not fit is coalesced into the newest pending entry of the same key that is not in
@@ -47,12 +53,17 @@ pub struct OutboxConfig {
     /// this bound (except after a restart with a smaller bound: then nothing new is queued until
     /// acks bring it back under).
     pub max_bytes: u64,
+    /// Merge a push into the newest pending entry of its key that is not in flight also when
+    /// the outbox is not full (a link's outbox does; off by default, when the payloads are
+    /// not mergeable in general).
+    pub coalesce_pending: bool,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
             max_bytes: DEFAULT_MAX_BYTES,
+            coalesce_pending: false,
         }
     }
 }
@@ -102,7 +113,7 @@ pub struct OutboxStats {
     pub in_flight: u64,
     /// Updates appended as new entries.
     pub queued_total: u64,
-    /// Updates merged into a pending entry because the outbox was full.
+    /// Updates merged into a pending entry (while waiting, or because the outbox was full).
     pub coalesced_total: u64,
     /// Updates dropped because the outbox was full and they could not be coalesced.
     pub dropped_total: u64,
@@ -178,6 +189,7 @@ struct Inner {
     meta: sled::Tree,
     dropped: sled::Tree,
     max_bytes: u64,
+    coalesce_pending: bool,
     coalesce: Coalesce,
     state: Mutex<State>,
     notify: Notify,
@@ -383,6 +395,7 @@ impl Outbox {
                 meta,
                 dropped,
                 max_bytes: config.max_bytes,
+                coalesce_pending: config.coalesce_pending,
                 coalesce,
                 state: Mutex::new(state),
                 notify: Notify::new(),
@@ -428,6 +441,17 @@ impl Outbox {
             return Err(inner.destroyed());
         }
         let size = (key.len() + payload.len()) as u64;
+        let waiting = st
+            .newest
+            .get(key)
+            .copied()
+            .filter(|&seq| seq > st.in_flight_through);
+        if inner.coalesce_pending
+            && let Some(seq) = waiting
+            && let Some(seq) = inner.coalesce_into(&mut st, seq, key, payload)?
+        {
+            return Ok(Pushed::Coalesced { seq });
+        }
         if st.bytes.saturating_add(size) <= inner.max_bytes
             && let Some(value) = encode_entry(key, payload)
         {
@@ -458,11 +482,9 @@ impl Outbox {
                 "outbox full: coalescing or dropping updates until the peer catches up"
             );
         }
-        if let Some(seq) = st
-            .newest
-            .get(key)
-            .copied()
-            .filter(|&seq| seq > st.in_flight_through)
+        // (Already tried above when coalescing pending entries.)
+        if !inner.coalesce_pending
+            && let Some(seq) = waiting
             && let Some(seq) = inner.coalesce_into(&mut st, seq, key, payload)?
         {
             return Ok(Pushed::Coalesced { seq });
@@ -484,17 +506,36 @@ impl Outbox {
     /// from now on no update is coalesced into them. Peeking again without an ack returns the
     /// same entries again (the sender retries them).
     pub fn peek(&self, max: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+        self.peek_after(0, max, u64::MAX)
+    }
+
+    /// Like [`Outbox::peek`], but only entries with a sequence number above `after` (a sender
+    /// with a window peeks after the last entry it has in flight), and at most `max_bytes` of
+    /// keys and payloads (but always at least one entry when there is one).
+    pub fn peek_after(
+        &self,
+        after: u64,
+        max: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
         let inner = &*self.inner;
         let (first, last) = {
             let mut st = inner.lock();
             if st.destroyed {
                 return Err(inner.destroyed());
             }
-            let mut seqs = st.pending.keys().take(max);
-            let Some(&first) = seqs.next() else {
+            let mut bytes = 0u64;
+            let mut range = None;
+            for (&seq, p) in st.pending.range(after.saturating_add(1)..).take(max) {
+                bytes += p.size;
+                if range.is_some() && bytes > max_bytes {
+                    break;
+                }
+                range = Some((range.map_or(seq, |(first, _)| first), seq));
+            }
+            let Some((first, last)) = range else {
                 return Ok(Vec::new());
             };
-            let last = seqs.next_back().copied().unwrap_or(first);
             st.in_flight_through = st.in_flight_through.max(last);
             (first, last)
         };
@@ -509,6 +550,15 @@ impl Outbox {
             out.push(inner.entry(&k, &v)?);
         }
         Ok(out)
+    }
+
+    /// The sender gave up on everything it has in flight (the connection failed): its next
+    /// peek starts again at the first pending entry, and until then pushes may be coalesced
+    /// into every pending entry again, so a peer that stays away costs one entry per key, not
+    /// one per retry.
+    pub fn rewind(&self) {
+        let mut st = self.inner.lock();
+        st.in_flight_through = st.acked_through;
     }
 
     /// Removes every entry with `seq <= through_seq` (the sender has delivered them). Acked
@@ -557,13 +607,19 @@ impl Outbox {
     /// Resolves when the outbox holds a pending entry (at once if it does already), or when it
     /// is destroyed. Waits on a [`Notify`]; no polling.
     pub async fn ready(&self) {
+        self.ready_after(0).await;
+    }
+
+    /// Resolves when the outbox holds a pending entry with a sequence number above `after`
+    /// (at once if it does already), or when it is destroyed.
+    pub async fn ready_after(&self, after: u64) {
         loop {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let st = self.inner.lock();
-                if st.destroyed || !st.pending.is_empty() {
+                if st.destroyed || st.pending.range(after.saturating_add(1)..).next().is_some() {
                     return;
                 }
             }
@@ -733,7 +789,15 @@ mod tests {
     }
 
     fn open(db: &sled::Db, max_bytes: u64) -> Result<Outbox, OutboxError> {
-        Outbox::open(db, "t", OutboxConfig { max_bytes }, latest_wins())
+        Outbox::open(
+            db,
+            "t",
+            OutboxConfig {
+                max_bytes,
+                ..OutboxConfig::default()
+            },
+            latest_wins(),
+        )
     }
 
     #[test]
@@ -808,7 +872,16 @@ mod tests {
     #[test]
     fn a_merge_that_does_not_fit_is_dropped() {
         let concat: Coalesce = Arc::new(|old: &[u8], new: &[u8]| Some([old, new].concat()));
-        let ob = Outbox::open(&db(), "t", OutboxConfig { max_bytes: 10 }, concat).unwrap();
+        let ob = Outbox::open(
+            &db(),
+            "t",
+            OutboxConfig {
+                max_bytes: 10,
+                ..OutboxConfig::default()
+            },
+            concat,
+        )
+        .unwrap();
         assert_eq!(ob.push(b"k", b"1234").unwrap(), Pushed::Queued { seq: 1 });
         assert_eq!(ob.push(b"j", b"123").unwrap(), Pushed::Queued { seq: 2 });
         // k's entry would become 1 + 6 bytes: 7 + 4 > 10.
@@ -897,7 +970,16 @@ mod tests {
     #[test]
     fn a_panicking_coalesce_leaves_the_outbox_usable() {
         let boom: Coalesce = Arc::new(|_: &[u8], _: &[u8]| panic!("coalesce failed"));
-        let ob = Outbox::open(&db(), "t", OutboxConfig { max_bytes: 4 }, boom).unwrap();
+        let ob = Outbox::open(
+            &db(),
+            "t",
+            OutboxConfig {
+                max_bytes: 4,
+                ..OutboxConfig::default()
+            },
+            boom,
+        )
+        .unwrap();
         ob.push(b"k", b"12").unwrap();
         let ob2 = ob.clone();
         let r = std::thread::spawn(move || ob2.push(b"k", b"345")).join();
