@@ -250,7 +250,7 @@ fn record_n(links: &Links) -> Arc<Mutex<Vec<i64>>> {
 }
 
 #[test]
-fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order() {
+fn an_outbox_survives_a_dropped_instance_and_delivers_the_last_state_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let network = Network::new();
     let main = tokio::runtime::Builder::new_multi_thread()
@@ -293,13 +293,13 @@ fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order()
     };
     // Instance a writes 1,000 updates while b is down, then is dropped with its runtime (no
     // shutdown, its sender task killed mid-flight).
-    {
+    let backlog = {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
+        let backlog = rt.block_on(async {
             let a = open_a(network.clone(), dir.path().to_owned()).await;
             if a.twins()
                 .get_policy(&PolicyId::new("t:policy").unwrap())
@@ -323,26 +323,33 @@ fn an_outbox_survives_a_dropped_instance_and_delivers_everything_once_in_order()
                 m.headers.requested_acks = Some(vec!["twin-persisted".into()]);
                 a.twins().apply(&writer(), m).await.unwrap();
             }
+            // The merges waited for b and merged into one pending update.
             let s = &a.status()[0];
-            assert_eq!(s.backlog, 1001);
+            assert!(s.backlog <= 2, "{s:?}");
+            assert!(s.coalesced >= 999, "{s:?}");
             assert!(!s.connected);
+            s.backlog
         });
         // Dropped with its runtime: tasks are killed, nothing is shut down.
         rt.shutdown_timeout(Duration::from_secs(5));
-    }
+        backlog
+    };
     // a starts again from its directory; b comes back.
     main.block_on(async {
         tokio::time::timeout(LIMIT, async {
             let a = open_a(network.clone(), dir.path().to_owned()).await;
-            assert_eq!(a.status()[0].backlog, 1001, "the outbox did not survive");
+            assert_eq!(a.status()[0].backlog, backlog, "the outbox did not survive");
             network.set_down("b", false);
             while !a.is_idle() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let seen = seen.lock().unwrap().clone();
-            let expected: Vec<i64> = (-1..1000).collect();
-            assert_eq!(seen, expected, "not every update arrived once and in order");
-            assert_eq!(b.status()[0].messages_in, 1001);
+            assert!(
+                seen.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {seen:?}"
+            );
+            assert_eq!(seen.last(), Some(&999));
+            assert_eq!(b.status()[0].messages_in, backlog);
             assert_eq!(body(&b, "t:car").unwrap()["attributes"], json!({"n": 999}));
             a.shutdown().await;
         })
@@ -537,7 +544,9 @@ async fn changes_outside_a_selection_send_nothing() {
         apply(Action::Merge, Some(desired)).await;
         apply(Action::Delete, None).await;
         quiesce(&[hub.clone(), edge.clone()], &network).await;
-        assert_eq!(hub.status()[0].messages_out, sent + 2);
+        // Two updates, or one if the removal merged into the waiting change.
+        let out = hub.status()[0].messages_out;
+        assert!((sent + 1..=sent + 2).contains(&out), "{out}");
         assert!(body(&edge, "t:car").is_none(), "the removal did not cross");
     })
     .await

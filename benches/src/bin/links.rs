@@ -16,10 +16,20 @@
 //!    merge per thing on 100,000 things) and with coalescing (a small `outbox_bytes` bound, few
 //!    things); baseline in the same run: the same merges applied on the peer engine directly.
 //!
+//! 4. WAN: an edge's MQTT link to Mosquitto through a delay line (`--wan-delay-ms` one way,
+//!    25 ms: a 50 ms round trip; `--wan-mbit`), the hub on the broker directly. Throughput:
+//!    `--wan-updates` creations of distinct things written at once, timed until the hub holds
+//!    all; baseline in the same run: a bare paho publisher through the same delay line →
+//!    Mosquitto → subscriber, QoS 1, pipelined (every publish issued at once), the same number
+//!    of messages of the same size. Load: 1,000 updates/s over `--wan-things` things for
+//!    `--wan-seconds`, with the lag of every value the hub applies and the time the hub takes
+//!    to hold every last value after the load stops.
+//!
 //! Engines are in memory, outboxes in a temporary sled database (nothing is fsynced).
 //! Needs Mosquitto on `--broker` for the MQTT parts (they are skipped, and say so, without it).
 //!
 //! Run: `cargo run --release -p opentwins-benches --bin links -- --out docs/results`
+//! (only the WAN scenario: `... -- --wan-only --out docs/results`)
 
 /// mimalloc, as the MQTT and HTTP benches (glibc malloc costs about half the CPU there).
 #[global_allocator]
@@ -31,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use clap::Parser;
-use opentwins_benches::{per_second, process_cpu};
+use opentwins_benches::{paper, per_second, process_cpu};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, Message, PolicyCommand, ThingCommand, ThingEvent};
 use opentwins_core::replica::Update;
@@ -62,7 +72,25 @@ struct Args {
     /// `outbox_bytes` of the coalescing drain scenario.
     #[arg(long, default_value_t = 64 * 1024)]
     coalesce_bytes: u64,
-    /// Directory for the JSON results (`links.json`).
+    /// One-way delay of the WAN scenario's delay line, in milliseconds.
+    #[arg(long, default_value_t = 25)]
+    wan_delay_ms: u64,
+    /// Bandwidth of the WAN delay line each way, Mbit/s (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    wan_mbit: f64,
+    /// Updates (to distinct things) of the WAN throughput run, and messages of its baseline.
+    #[arg(long, default_value_t = 20_000)]
+    wan_updates: usize,
+    /// Things of the WAN load run (1,000 updates/s round robin for `wan_seconds`).
+    #[arg(long, default_value_t = 200)]
+    wan_things: usize,
+    /// Seconds of the WAN load run.
+    #[arg(long, default_value_t = 10)]
+    wan_seconds: u64,
+    /// Run only the WAN scenario.
+    #[arg(long)]
+    wan_only: bool,
+    /// Directory for the JSON results (`links.json`, or `links-wan.json` with `--wan-only`).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -131,6 +159,7 @@ fn link(name: String, peer: PeerConfig, peer_instance: &str, direction: Directio
         peer_instance: Some(peer_instance.into()),
         outbox_bytes: 64 << 20,
         create: true,
+        ..LinkConfig::new(String::new(), PeerConfig::Inbox {})
     }
 }
 
@@ -931,6 +960,268 @@ async fn drain(args: &Args, coalescing: bool) -> Value {
     })
 }
 
+/// A bare QoS 1 publisher through the delay line: `n` messages of `size` bytes issued at once,
+/// timed until a subscriber on the broker has them all.
+async fn wan_raw(args: &Args, proxy_url: &str, tag: &str, n: usize, size: usize) -> Duration {
+    let topic = format!("bench/{tag}/wan-raw");
+    let (sub, rx) = bare_client(&args.broker, &format!("{tag}-wan-sub"))
+        .await
+        .expect("subscriber");
+    sub.subscribe(&topic, 1).await.expect("subscribe");
+    let (publisher, _) = bare_client(
+        &proxy_url.replace("mqtt://", "tcp://"),
+        &format!("{tag}-wan-pub"),
+    )
+    .await
+    .expect("publisher through the delay line");
+    let t0 = Instant::now();
+    let tokens: Vec<_> = (0..n)
+        .map(|_| publisher.publish(paho::Message::new(&topic, vec![b'x'; size], 1)))
+        .collect();
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+            Ok(Ok(Some(_))) => got += 1,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => panic!("raw subscriber: {e}"),
+            Err(_) => panic!("raw WAN: {got} of {n} arrived within 120 s"),
+        }
+    }
+    let elapsed = t0.elapsed();
+    for t in tokens {
+        t.await.expect("puback");
+    }
+    let _ = publisher.disconnect(None).await;
+    let _ = sub.disconnect(None).await;
+    elapsed
+}
+
+/// An edge and a hub with a one-way MQTT link edge → hub, the edge's through `proxy_url`.
+async fn wan_pair(args: &Args, proxy_url: &str, tag: &str) -> (Links, Links) {
+    let (edge, hub) = (instance("edge", None).await, instance("hub", None).await);
+    let topic = format!("bench/{tag}/wan");
+    let peer = |url: &str, publish: &str, subscribe: Option<String>, who: &str| PeerConfig::Mqtt {
+        url: url.to_owned(),
+        publish: publish.to_owned(),
+        subscribe,
+        qos: 1,
+        client_id: Some(format!("{tag}-{who}")),
+        username: None,
+        password: None,
+        tls: Default::default(),
+    };
+    let broker = args.broker.replace("tcp://", "mqtt://");
+    hub.add(link(
+        "edge".into(),
+        peer(
+            &broker,
+            &format!("{topic}-down"),
+            Some(topic.clone()),
+            "hub",
+        ),
+        "edge",
+        Direction::In,
+    ))
+    .await
+    .expect("hub link");
+    edge.add(link(
+        "hub".into(),
+        peer(proxy_url, &topic, None, "edge"),
+        "hub",
+        Direction::Out,
+    ))
+    .await
+    .expect("edge link");
+    assert!(
+        hub.wait_ready(Duration::from_secs(20)).await,
+        "hub link not ready"
+    );
+    assert!(
+        edge.wait_ready(Duration::from_secs(20)).await,
+        "edge link not ready"
+    );
+    (edge, hub)
+}
+
+/// The WAN scenario (see the module docs).
+async fn wan(args: &Args, tag: &str) -> Value {
+    let wan = paper::Wan::new(Duration::from_millis(args.wan_delay_ms), args.wan_mbit);
+    let upstream = args
+        .broker
+        .trim_start_matches("tcp://")
+        .trim_start_matches("mqtt://")
+        .parse()
+        .expect("--broker must be tcp://ip:port for the WAN scenario");
+    let proxy = paper::Proxy::start(upstream, Some(wan))
+        .await
+        .expect("delay line");
+    let n = args.wan_updates;
+
+    // Throughput: n creations of distinct things, all written at once.
+    let (edge, hub) = wan_pair(args, &proxy.url(), &format!("{tag}-t")).await;
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = arrived.clone();
+    hub.twins()
+        .add_sink(Arc::new(move |_: &ThingEvent, _: Option<&Thing>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+    let bytes0 = proxy.bytes();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let body = json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": i}}}});
+        let create = ThingCommand::new(
+            id(&format!("bench:wan-{i}")),
+            Action::Modify,
+            Pointer::root(),
+            Some(body),
+        );
+        edge.twins().apply(&writer(), create).await.expect("create");
+    }
+    let written = t0.elapsed();
+    until(
+        Duration::from_secs(300),
+        "WAN throughput: the hub to hold every thing",
+        || arrived.load(std::sync::atomic::Ordering::Relaxed) >= n,
+    )
+    .await;
+    let elapsed = t0.elapsed();
+    let link_bytes = proxy.bytes() - bytes0;
+    let link_rate = per_second(n as u64, elapsed);
+    let update_size = {
+        let body =
+            json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 12345}}}});
+        let cmd = ThingCommand::new(
+            id("bench:wan-12345"),
+            Action::Modify,
+            Pointer::root(),
+            Some(body.clone()),
+        );
+        let mut thing_changes = opentwins_core::replica::Replica::new();
+        let stamp = opentwins_core::replica::Clock::new("edge").now();
+        for c in opentwins_core::replica::changes_for_modify(&Pointer::root(), &body, &stamp) {
+            thing_changes.apply(c);
+        }
+        let update = Update {
+            thing_id: cmd.thing_id.clone(),
+            origin: Arc::from("edge"),
+            hops: vec![Arc::from("edge")],
+            policy_id: Some(PolicyId::new(POLICY).expect("policy")),
+            changes: thing_changes,
+        };
+        Message::ThingCommand(update.to_command()).to_vec().len()
+    };
+    edge.shutdown().await;
+    hub.shutdown().await;
+    eprintln!(
+        "WAN: link {link_rate:.0} updates/s ({n} in {elapsed:?}, written in {written:?}, {link_bytes} B through the line)"
+    );
+
+    let raw = wan_raw(args, &proxy.url(), tag, n, update_size).await;
+    let raw_rate = per_second(n as u64, raw);
+    eprintln!("WAN: raw pipelined publisher {raw_rate:.0} messages/s of {update_size} B");
+
+    // Load: 1,000 updates/s over `wan_things` things.
+    let (edge, hub) = wan_pair(args, &proxy.url(), &format!("{tag}-l")).await;
+    let things: Vec<ThingId> = (0..args.wan_things)
+        .map(|i| id(&format!("bench:load-{i}")))
+        .collect();
+    for t in &things {
+        let body =
+            json!({"policyId": POLICY, "features": {"lane": {"properties": {"seq": -1, "at": 0}}}});
+        let create = ThingCommand::new(t.clone(), Action::Modify, Pointer::root(), Some(body));
+        edge.twins().apply(&writer(), create).await.expect("create");
+    }
+    let epoch = Instant::now();
+    let lags = Arc::new(std::sync::Mutex::new(Vec::<Duration>::new()));
+    let last_seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        i64,
+    >::new()));
+    {
+        let (lags, last_seen) = (lags.clone(), last_seen.clone());
+        hub.twins()
+            .add_sink(Arc::new(move |_: &ThingEvent, thing: Option<&Thing>| {
+                let Some(t) = thing else { return };
+                let p = &t.body()["features"]["lane"]["properties"];
+                if let (Some(seq), Some(at)) = (p["seq"].as_i64(), p["at"].as_u64())
+                    && seq >= 0
+                {
+                    lags.lock()
+                        .unwrap()
+                        .push(epoch.elapsed().saturating_sub(Duration::from_micros(at)));
+                    last_seen.lock().unwrap().insert(t.id().to_string(), seq);
+                }
+            }));
+    }
+    let total = 1000 * args.wan_seconds as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut last = std::collections::HashMap::new();
+    let load0 = Instant::now();
+    for k in 0..total {
+        if k % 10 == 0 {
+            tick.tick().await;
+        }
+        let t = &things[k % things.len()];
+        let at = epoch.elapsed().as_micros() as u64;
+        let merge = ThingCommand::new(
+            t.clone(),
+            Action::Merge,
+            ptr("/features/lane/properties"),
+            Some(json!({"seq": k, "at": at})),
+        );
+        edge.twins().apply(&writer(), merge).await.expect("merge");
+        last.insert(t.to_string(), k as i64);
+    }
+    let load_time = load0.elapsed();
+    let stopped = Instant::now();
+    let done = until(
+        Duration::from_secs(300),
+        "WAN load: the hub to hold every last value",
+        || {
+            let seen = last_seen.lock().unwrap();
+            last.iter().all(|(t, k)| seen.get(t) == Some(k))
+        },
+    )
+    .await;
+    let converge = done - stopped;
+    let status = edge.status().remove(0);
+    let lag = stats(lags.lock().unwrap().clone());
+    let applied = lags.lock().unwrap().len();
+    edge.shutdown().await;
+    hub.shutdown().await;
+    eprintln!(
+        "WAN load: {total} updates in {load_time:?}; hub applied {applied}; converged {converge:?} after the load; lag p50 {:.1} ms p99 {:.1} ms; coalesced {}",
+        lag.p50 / 1000.0,
+        lag.p99 / 1000.0,
+        status.coalesced
+    );
+    let r = |x: f64| (x * 10.0).round() / 10.0;
+    json!({
+        "delay_ms_one_way": args.wan_delay_ms,
+        "mbit_per_s": args.wan_mbit,
+        "throughput": {
+            "updates": n,
+            "update_wire_bytes": update_size,
+            "link_updates_per_s": link_rate.round(),
+            "link_elapsed_ms": r(elapsed.as_secs_f64() * 1e3),
+            "link_bytes_through_the_line": link_bytes,
+            "raw_pipelined_messages_per_s": raw_rate.round(),
+            "raw_elapsed_ms": r(raw.as_secs_f64() * 1e3),
+            "ratio_link_to_raw": (link_rate / raw_rate * 100.0).round() / 100.0,
+        },
+        "load": {
+            "things": args.wan_things,
+            "updates": total,
+            "seconds": r(load_time.as_secs_f64()),
+            "applied_at_hub": applied,
+            "coalesced_at_edge": status.coalesced,
+            "lag_p50_ms": r(lag.p50 / 1000.0),
+            "lag_p99_ms": r(lag.p99 / 1000.0),
+            "converged_ms_after_load": r(converge.as_secs_f64() * 1e3),
+        },
+    })
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -959,6 +1250,25 @@ async fn main() {
         }
     };
 
+    if args.wan_only {
+        mqtt.as_ref().expect("the WAN scenario needs the broker");
+        let wan = wan(&args, &tag).await;
+        println!("{}", serde_json::to_string_pretty(&wan).expect("json"));
+        if let Some(out) = &args.out {
+            std::fs::create_dir_all(out).expect("create out dir");
+            let doc = json!({
+                "bench": "links",
+                "load_average_before": load_before,
+                "load_average_after": load_average(),
+                "wan": wan,
+            });
+            let path = out.join("links-wan.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
+                .expect("write");
+            println!("wrote {}", path.display());
+        }
+        return;
+    }
     let mut latency = latency_in_process(&args).await;
     let wire_size = latency_wire_size().await;
     let [encode_us, encode_cpu, decode_us, decode_cpu] = codec(20_000).await;
@@ -974,6 +1284,10 @@ async fn main() {
     }
     let wire = wire(&args, &tag, mqtt.is_ok()).await;
     let drains = vec![drain(&args, false).await, drain(&args, true).await];
+    let wan = match &mqtt {
+        Ok(()) => wan(&args, &tag).await,
+        Err(e) => json!({"skipped": e}),
+    };
     let load_after = load_average();
     eprintln!("load average after: {load_after}");
 
@@ -1001,6 +1315,7 @@ async fn main() {
                 "rows": wire,
             },
             "drain": drains,
+            "wan": wan,
         });
         let path = out.join("links.json");
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");

@@ -52,6 +52,41 @@ pub struct LinkConfig {
     /// broadcasts to the whole fleet says `false`: it keeps only the things it already holds.
     #[serde(default = "default_true")]
     pub create: bool,
+    /// Messages the link keeps in flight before the first is acknowledged (default 256): a
+    /// link carries up to `window × batch` updates per round trip, not one.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Bytes the link keeps in flight (default 1 MiB; at least one message is always sent).
+    #[serde(default = "default_window_bytes")]
+    pub window_bytes: u64,
+    /// Updates one message carries at most (default 64, at most 1,000). With `1` every message
+    /// is one plain Ditto merge command, for peers that are not OpenTwins instances; a batch is
+    /// a JSON array of such commands.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Bytes of updates one message carries at most (default 64 KiB; a larger single update
+    /// goes alone).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+}
+
+/// The most updates one link message may carry (a receiver refuses larger batches).
+pub const MAX_BATCH: usize = 1000;
+
+fn default_window() -> usize {
+    256
+}
+
+fn default_window_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_batch() -> usize {
+    64
+}
+
+fn default_batch_bytes() -> u64 {
+    64 * 1024
 }
 
 fn default_true() -> bool {
@@ -74,6 +109,10 @@ impl LinkConfig {
             peer_instance: None,
             outbox_bytes: default_outbox_bytes(),
             create: true,
+            window: default_window(),
+            window_bytes: default_window_bytes(),
+            batch: default_batch(),
+            batch_bytes: default_batch_bytes(),
         }
     }
 }

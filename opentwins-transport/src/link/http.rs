@@ -1,6 +1,7 @@
-//! Links to a peer's HTTP API: each update is POSTed to
+//! Links to a peer's HTTP API: each message (one update or a batch) is POSTed to
 //! `{url}/api/2/connections/{remote_link}/inbox`; a 2xx answer means the peer has applied it
-//! durably. HTTP/1.1 over plain TCP (`http://`) or TLS (`https://`, OpenSSL, verifying the
+//! durably. Requests go one at a time (HTTP/1.1 without pipelining): a link's throughput over
+//! HTTP comes from its batches. HTTP/1.1 over plain TCP (`http://`) or TLS (`https://`, OpenSSL, verifying the
 //! peer's certificate against `tls.ca_file` or the system's CAs, with an optional client
 //! certificate). One connection per link is kept alive and reused; a request that fails on a
 //! reused connection (the peer closed it while idle) is sent once more on a new one.
@@ -33,7 +34,7 @@ pub(super) struct HttpPeer {
     /// Set for `https://` peers.
     tls: Option<SslConnector>,
     authorization: Option<String>,
-    /// The kept-alive connection; the link sends one update at a time.
+    /// The kept-alive connection; the link sends one message at a time on it.
     connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
@@ -122,7 +123,7 @@ impl HttpPeer {
         handshake(stream).await
     }
 
-    async fn post(&self, message: &[u8]) -> Result<Option<String>, String> {
+    async fn post(&self, message: Bytes) -> Result<Option<String>, String> {
         let mut slot = self.connection.lock().await;
         let mut reused = false;
         if let Some(sender) = slot.as_mut() {
@@ -133,7 +134,7 @@ impl HttpPeer {
                 *slot = Some(self.connect().await?);
             }
             let sender = slot.as_mut().expect("connected above");
-            let request = self.request(message)?;
+            let request = self.request(message.clone())?;
             match sender.send_request(request).await {
                 Ok(response) => return answer(response).await,
                 // Closed by the peer while idle: once more on a new connection (a duplicate
@@ -147,7 +148,7 @@ impl HttpPeer {
         }
     }
 
-    fn request(&self, message: &[u8]) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, message: Bytes) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.path.as_str())
@@ -156,8 +157,7 @@ impl HttpPeer {
         if let Some(a) = &self.authorization {
             req = req.header("authorization", a);
         }
-        req.body(Full::new(Bytes::copy_from_slice(message)))
-            .map_err(|e| e.to_string())
+        req.body(Full::new(message)).map_err(|e| e.to_string())
     }
 }
 
@@ -226,9 +226,9 @@ async fn answer(
 }
 
 impl Transport for HttpPeer {
-    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
+    fn send(&self, message: Vec<u8>) -> SendFuture<'_> {
         Box::pin(async move {
-            match tokio::time::timeout(SEND_TIMEOUT, self.post(message)).await {
+            match tokio::time::timeout(SEND_TIMEOUT, self.post(message.into())).await {
                 Ok(result) => result,
                 Err(_) => {
                     // The connection may hold a half-sent request: start the next on a new one.
@@ -244,7 +244,7 @@ impl Transport for HttpPeer {
 pub(super) struct InboxOnly;
 
 impl Transport for InboxOnly {
-    fn send<'a>(&'a self, _message: &'a [u8]) -> SendFuture<'a> {
+    fn send(&self, _message: Vec<u8>) -> SendFuture<'_> {
         Box::pin(async { Err("an inbox link sends nothing".to_owned()) })
     }
 }

@@ -24,7 +24,7 @@ mod network;
 pub mod outbox;
 mod topology;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,7 +40,7 @@ use opentwins_core::replica::{Cell, Change, Provenance, Update};
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use config::{Direction, LinkConfig, PeerConfig};
+pub use config::{Direction, LinkConfig, MAX_BATCH, PeerConfig};
 use config::{Pattern, Selected, Selection, covered, parse_pattern};
 pub use network::{Faults, Network};
 use outbox::{Coalesce, Outbox, OutboxConfig};
@@ -146,8 +146,9 @@ impl Stats {
 /// How a link reaches its peer. `send` returns once the peer (or its broker) has the update:
 /// `Ok(None)` when taken, `Ok(Some(why))` when the peer refused it for good (retrying would not
 /// help: it is counted and skipped), `Err` when it may work later (it is retried).
+/// Several sends may be pending at once (a window); each resolves in the order sent.
 trait Transport: Send + Sync {
-    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a>;
+    fn send(&self, message: Vec<u8>) -> SendFuture<'_>;
     fn close(&self) {}
     /// True while the transport can take and deliver updates both ways (an MQTT peer:
     /// connected and subscribed; false again when the connection is lost); `None`: always
@@ -243,6 +244,14 @@ impl Links {
                 mqtt::PEER
             )));
         }
+        if config.window == 0 || config.window_bytes == 0 {
+            return Err(bad("window and window_bytes must be at least 1".into()));
+        }
+        if !(1..=MAX_BATCH).contains(&config.batch) || config.batch_bytes == 0 {
+            return Err(bad(format!(
+                "batch must be 1 to {MAX_BATCH} and batch_bytes at least 1"
+            )));
+        }
         let auth = AuthContext::new([config.subject.as_str()]);
         self.remove(&config.name).await?;
         // A link without an outbox of its own yet is new: it starts by sending every thing
@@ -254,6 +263,8 @@ impl Links {
                 &config.name,
                 OutboxConfig {
                     max_bytes: config.outbox_bytes,
+                    // Updates of a thing that wait merge into one.
+                    coalesce_pending: true,
                 },
                 coalesce(),
             )?)
@@ -474,9 +485,12 @@ impl Links {
         }
     }
 
-    /// Applies an update a peer sent over link `name` (an encoded Ditto merge command with
-    /// replication headers, or a plain Ditto command). `auth` replaces the link's subject
-    /// when the transport authenticated the peer itself (HTTP). Returns once durable.
+    /// Applies what a peer sent over link `name`: an encoded Ditto merge command with
+    /// replication headers, a plain Ditto command, or a JSON array of up to [`MAX_BATCH`] such
+    /// commands (applied in order). `auth` replaces the link's subject when the transport
+    /// authenticated the peer itself (HTTP). Returns once durable. In a batch, a refused
+    /// command does not stop the others: the first refusal is returned after all were tried;
+    /// a failure worth retrying (5xx) is returned at once.
     pub async fn receive(
         &self,
         name: &str,
@@ -493,23 +507,52 @@ impl Links {
                     format!("There is no link '{name}' that receives updates."),
                 )
             })?;
-        link.stats.received.fetch_add(1, Ordering::Relaxed);
-        let result = self.apply(&link, auth, message).await;
-        if let Err(e) = &result {
-            link.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            link.stats.error(format!("refused an update: {e}"));
+        let messages = match parse_messages(message) {
+            Ok(messages) => messages,
+            Err(e) => {
+                link.stats.received.fetch_add(1, Ordering::Relaxed);
+                link.refused(&e);
+                return Err(e);
+            }
+        };
+        link.stats
+            .received
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // Started in order (each applies synchronously up to its durability wait), then
+        // awaited together: one batch costs about one group commit, not one per update.
+        let results = futures_util::future::join_all(
+            messages.into_iter().map(|m| self.apply(&link, auth, m)),
+        )
+        .await;
+        let mut total = Applied::default();
+        let mut refusal = None;
+        for result in results {
+            match result {
+                Ok(applied) => {
+                    total.changes += applied.changes;
+                    total.revision = applied.revision.or(total.revision);
+                    total.refused.extend(applied.refused);
+                }
+                Err(e) => {
+                    link.refused(&e);
+                    if e.status() >= 500 {
+                        return Err(e);
+                    }
+                    refusal.get_or_insert(e);
+                }
+            }
         }
-        result
+        refusal.map_or(Ok(total), Err)
     }
 
     async fn apply(
         &self,
         link: &Link,
         auth: Option<&AuthContext>,
-        message: &[u8],
+        message: Result<Message, Error>,
     ) -> Result<Applied, Error> {
         let auth = auth.unwrap_or(&link.auth);
-        let Message::ThingCommand(cmd) = Message::from_slice(message)? else {
+        let Message::ThingCommand(cmd) = message? else {
             return Err(Error::field_invalid(
                 "A link carries twin commands (merge commands with clocks).",
             ));
@@ -580,6 +623,12 @@ impl Shared {
 }
 
 impl Link {
+    /// Counts a refused incoming update.
+    fn refused(&self, e: &Error) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        self.stats.error(format!("refused an update: {e}"));
+    }
+
     fn enqueue(&self, provenance: &Provenance, id: &ThingId, thing: Option<&Thing>) {
         let Some(outbox) = &self.outbox else {
             return;
@@ -697,28 +746,62 @@ impl Link {
     }
 }
 
-/// Drains a link's outbox to its peer, in order, retrying with capped backoff.
+/// One message in flight: the updates of outbox entries up to `through`.
+struct InFlight<'a> {
+    through: u64,
+    updates: u64,
+    bytes: u64,
+    /// Enqueue time of its oldest update (ms since the epoch).
+    oldest: u64,
+    sent: SendFuture<'a>,
+}
+
+/// Drains a link's outbox to its peer: up to `window` messages of up to `batch` updates each in
+/// flight, acknowledged in order; on a failure everything from the first unacknowledged entry
+/// is sent again after a capped backoff (the peer's clocks apply each change once).
 async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Receiver<bool>) {
     let Some(outbox) = link.outbox.clone() else {
         return;
     };
+    let config = &link.config;
+    let (max_messages, max_bytes) = (config.window.max(1), config.window_bytes);
+    let transport = &*link.transport;
     let mut backoff = Duration::from_millis(50);
-    let mut ready = link.transport.ready();
+    let mut ready = transport.ready();
+    let mut window: VecDeque<InFlight<'_>> = VecDeque::new();
+    let mut window_bytes = 0u64;
+    // The last outbox entry in the window (0: none, the next peek starts at the first pending).
+    let mut after = 0u64;
     loop {
         if *stopped.borrow() {
             return;
         }
-        let batch = match outbox.peek(64) {
-            Ok(b) => b,
-            Err(e) => {
-                link.stats.error(&e);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let oldest = batch.first().map_or(0, |e| enqueued_at(&e.payload));
-        link.stats.sending_since.store(oldest, Ordering::Relaxed);
-        if batch.is_empty() {
+        while window.len() < max_messages && (window.is_empty() || window_bytes < max_bytes) {
+            let entries = match outbox.peek_after(after, config.batch.max(1), config.batch_bytes) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    link.stats.error(&e);
+                    break;
+                }
+            };
+            let Some(last) = entries.last() else {
+                break;
+            };
+            after = last.seq;
+            let message = batch_message(&entries);
+            let bytes = message.len() as u64;
+            window_bytes += bytes;
+            window.push_back(InFlight {
+                through: after,
+                updates: entries.len() as u64,
+                bytes,
+                oldest: enqueued_at(&entries[0].payload),
+                sent: transport.send(message),
+            });
+        }
+        let room = window.len() < max_messages && window_bytes < max_bytes;
+        let Some(front) = window.front_mut() else {
+            link.stats.sending_since.store(0, Ordering::Relaxed);
             // Things whose updates the full outbox dropped are sent again whole.
             match outbox.take_dropped_keys() {
                 Ok(ids) if !ids.is_empty() => {
@@ -731,51 +814,82 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 Err(e) => link.stats.error(e),
             }
             tokio::select! {
-                () = outbox.ready() => {}
+                () = outbox.ready_after(after) => {}
                 _ = stopped.changed() => return,
             }
             continue;
-        }
-        for entry in batch {
-            loop {
-                let sent = tokio::select! {
-                    r = link.transport.send(message_of(&entry.payload)) => r,
-                    _ = stopped.changed() => return,
-                };
-                match sent {
-                    Ok(refused) => {
-                        link.stats.connected.store(true, Ordering::Relaxed);
-                        link.stats.out.fetch_add(1, Ordering::Relaxed);
-                        if let Some(why) = refused {
-                            tracing::warn!(link = %link.config.name, %why, "the peer refused an update");
-                            link.stats.refused.fetch_add(1, Ordering::Relaxed);
-                            link.stats
-                                .error(format!("the peer refused an update: {why}"));
-                        }
-                        backoff = Duration::from_millis(50);
-                        break;
-                    }
-                    Err(e) => {
-                        if link.stats.connected.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(link = %link.config.name, error = %e, "peer unreachable; updates wait in the outbox");
-                        }
-                        link.stats.error(e);
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {
-                                backoff = (backoff * 2).min(Duration::from_secs(1));
-                            }
-                            // Back at once when the peer is (the broker came back).
-                            () = reconnected(&mut ready) => backoff = Duration::from_millis(50),
-                            _ = stopped.changed() => return,
-                        }
-                    }
+        };
+        link.stats
+            .sending_since
+            .store(front.oldest, Ordering::Relaxed);
+        let sent = tokio::select! {
+            r = &mut front.sent => r,
+            // More to send while the window has room.
+            () = outbox.ready_after(after), if room => continue,
+            _ = stopped.changed() => return,
+        };
+        match sent {
+            Ok(refused) => {
+                let done = window.pop_front().expect("the front was just polled");
+                window_bytes -= done.bytes;
+                link.stats.connected.store(true, Ordering::Relaxed);
+                link.stats.out.fetch_add(done.updates, Ordering::Relaxed);
+                if let Some(why) = refused {
+                    tracing::warn!(link = %config.name, %why, "the peer refused an update");
+                    link.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    link.stats
+                        .error(format!("the peer refused an update: {why}"));
+                }
+                backoff = Duration::from_millis(50);
+                if let Err(e) = outbox.ack(done.through) {
+                    link.stats.error(e);
                 }
             }
-            if let Err(e) = outbox.ack(entry.seq) {
+            Err(e) => {
+                // Everything in flight is sent again, from the first unacknowledged entry
+                // (and may take more changes until then).
+                window.clear();
+                window_bytes = 0;
+                after = 0;
+                outbox.rewind();
+                if link.stats.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(link = %config.name, error = %e, "peer unreachable; updates wait in the outbox");
+                }
                 link.stats.error(e);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                    // Back at once when the peer is (the broker came back).
+                    () = reconnected(&mut ready) => backoff = Duration::from_millis(50),
+                    _ = stopped.changed() => return,
+                }
             }
         }
     }
+}
+
+/// The message that carries `entries` (at least one): the entry's Ditto command alone, or a JSON
+/// array of them.
+fn batch_message(entries: &[outbox::OutboxEntry]) -> Vec<u8> {
+    if let [one] = entries {
+        return message_of(&one.payload).to_vec();
+    }
+    let len = entries
+        .iter()
+        .map(|e| e.payload.len().saturating_sub(7))
+        .sum::<usize>()
+        + 1;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(message_of(&e.payload));
+    }
+    out.push(b']');
+    out
 }
 
 /// Resolves when `ready` turns true after having been false (a reconnect); never for a
@@ -796,6 +910,28 @@ async fn reconnected(ready: &mut Option<watch::Receiver<bool>>) {
         }
         was = now;
     }
+}
+
+/// The Ditto Protocol messages of a link message: one envelope, or a JSON array of up to
+/// [`MAX_BATCH`] (each parsed on its own, so one bad command does not spoil the rest).
+fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Message, Error>>, Error> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return Ok(vec![Message::from_slice(bytes)]);
+    }
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(Error::json_invalid)?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(Error::field_invalid(format!(
+            "A batch carries 1 to {MAX_BATCH} commands, not {}.",
+            items.len()
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            opentwins_core::protocol::Envelope::from_value(item).and_then(Message::from_envelope)
+        })
+        .collect())
 }
 
 /// Outbox payload: 8 bytes of enqueue time (ms since the epoch), then the encoded command.

@@ -1,6 +1,9 @@
 //! Links over an MQTT broker: updates are published (QoS 1 or 2) to the link's `publish` topic
 //! and read from its `subscribe` filter, with `no_local` so an instance never reads its own.
 //!
+//! A window of publishes is in flight at once (the link's `window`); paho keeps at most the
+//! broker's receive maximum unacknowledged and queues the rest in order.
+//!
 //! The client keeps an MQTT 5 persistent session (clean start off, one hour expiry): updates a
 //! peer publishes while this instance is away wait at the broker. Updates this instance cannot
 //! publish wait in the link's outbox; `send` fails fast while disconnected.
@@ -18,6 +21,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{LinkConfig, Links, PeerConfig, SendFuture, Transport};
 use crate::mqtt::connect;
+
+/// How long the broker may take to acknowledge a publish (a full window queued behind the
+/// broker's receive maximum included).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) struct MqttPeer {
     client: paho::AsyncClient,
@@ -211,18 +218,25 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
 }
 
 impl Transport for MqttPeer {
-    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
+    fn send(&self, message: Vec<u8>) -> SendFuture<'_> {
+        // Published now, in call order (the window's messages reach the broker in order);
+        // the future waits for the broker's acknowledgement.
+        if !self.client.is_connected() {
+            let why = lock(&self.problem)
+                .clone()
+                .unwrap_or_else(|| "not connected to the broker".to_owned());
+            return Box::pin(std::future::ready(Err(why)));
+        }
+        let token = self
+            .client
+            .publish(paho::Message::new(self.topic.as_str(), message, self.qos));
         Box::pin(async move {
-            if !self.client.is_connected() {
-                return Err(lock(&self.problem)
-                    .clone()
-                    .unwrap_or_else(|| "not connected to the broker".to_owned()));
-            }
-            let msg = paho::Message::new(self.topic.as_str(), message, self.qos);
-            match tokio::time::timeout(Duration::from_secs(10), self.client.publish(msg)).await {
+            match tokio::time::timeout(PUBLISH_TIMEOUT, token).await {
                 Ok(Ok(())) => Ok(None),
                 Ok(Err(e)) => Err(format!("publish failed: {e}")),
-                Err(_) => Err("publish not acknowledged within 10 s".to_owned()),
+                Err(_) => Err(format!(
+                    "publish not acknowledged within {PUBLISH_TIMEOUT:?}"
+                )),
             }
         })
     }

@@ -122,13 +122,13 @@ impl InProcessPeer {
 }
 
 impl Transport for InProcessPeer {
-    fn send<'a>(&'a self, message: &'a [u8]) -> SendFuture<'a> {
+    fn send(&self, message: Vec<u8>) -> SendFuture<'_> {
         Box::pin(async move {
             let (links, name) = self.target()?;
             let (delay, twice) = self.network.roll();
             if delay.is_zero() && !twice {
                 // Faithful delivery: the peer has it (durably) when this returns.
-                return match links.receive(&name, None, message).await {
+                return match links.receive(&name, None, &message).await {
                     Ok(_) => Ok(None),
                     Err(e) if e.status() >= 500 => Err(e.to_string()),
                     Err(e) => Ok(Some(e.to_string())),
@@ -138,7 +138,7 @@ impl Transport for InProcessPeer {
             // later updates).
             let copies = if twice { 2 } else { 1 };
             for copy in 0..copies {
-                let (links, name, message) = (links.clone(), name.clone(), message.to_vec());
+                let (links, name, message) = (links.clone(), name.clone(), message.clone());
                 let network = self.network.clone();
                 let delay = if copy == 0 {
                     delay

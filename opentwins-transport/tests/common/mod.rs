@@ -171,5 +171,6 @@ pub fn link_to(peer: &str) -> LinkConfig {
         peer_instance: Some(peer.into()),
         outbox_bytes: 64 << 20,
         create: true,
+        ..LinkConfig::new(String::new(), PeerConfig::Inbox {})
     }
 }
