@@ -330,3 +330,24 @@ fn compact_clocks_imply_ancestor_marks_and_shorten_stamps() {
         mixed
     );
 }
+
+proptest! {
+    /// Compact clocks from a hostile peer: any text is refused or read, never a panic, and
+    /// what is read encodes back to clocks that read the same.
+    #[test]
+    fn compact_clocks_of_any_text_read_or_fail_cleanly(
+        entries in prop::collection::vec(
+            (path(), "(([vro][0-9]{0,3}(\\.[0-9]{1,2})?(@[a-z]{0,3})?)( [vro][0-9]{1,2})?)|.{0,6}"),
+            0..8,
+        ),
+        base in prop_oneof![Just(0u64), Just(u64::MAX - 5), 0u64..1_000_000],
+    ) {
+        let clocks = Value::Object(entries.iter().map(|(p, t)| (p.to_string(), json!(t))).collect());
+        let origin: Arc<str> = Arc::from("edge");
+        if let Ok(r) = Replica::from_compact_clocks(&clocks, base, &origin, &Value::Null, &Default::default()) {
+            let (base, again) = r.compact_clocks("edge");
+            let back = Replica::from_compact_clocks(&again, base, &origin, &Value::Null, &Default::default()).unwrap();
+            prop_assert_eq!(back, r);
+        }
+    }
+}

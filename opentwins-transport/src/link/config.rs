@@ -64,8 +64,8 @@ pub struct LinkConfig {
     /// a JSON array of such commands.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Bytes of updates one message carries at most (default 64 KiB; a larger single update
-    /// goes alone).
+    /// Bytes of updates one message carries at most (default 64 KiB, at most 1 MiB; a larger
+    /// single update goes alone).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: u64,
 }

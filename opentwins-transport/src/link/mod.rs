@@ -7,8 +7,10 @@
 //! - outbound, an engine sink turns every event that carries changes ([`Provenance`]) into an
 //!   [`Update`] for each sending link whose peer has not applied it yet, and queues it in the
 //!   link's persistent [`outbox::Outbox`] (in the engine's own sled database, so the engine's
-//!   group commit makes it durable with the write); a sender task per link drains the outbox
-//!   to the peer in order and acknowledges only what the peer took;
+//!   group commit makes it durable with the write), where updates of a thing that wait merge
+//!   into one; a sender task per link drains the outbox to the peer in order, with a window of
+//!   messages in flight and several updates per message, and acknowledges only what the peer
+//!   took;
 //! - inbound, [`Links::receive`] applies a peer's update through the engine under the link's
 //!   subject ([`Twins::apply_update`]: per-path last-writer-wins on hybrid logical clocks), and
 //!   re-asserts paths this instance owns on that link.
@@ -87,7 +89,7 @@ pub struct LinkStatus {
     pub rejected: u64,
     /// Sent updates the peer refused (they are not retried); see `last_error`.
     pub refused_by_peer: u64,
-    /// Updates merged into pending ones because the outbox was full.
+    /// Updates merged into a pending update of the same thing while it waited.
     pub coalesced: u64,
     /// Updates dropped because the outbox was full (their things are re-sent whole later).
     pub dropped: u64,
@@ -247,9 +249,12 @@ impl Links {
         if config.window == 0 || config.window_bytes == 0 {
             return Err(bad("window and window_bytes must be at least 1".into()));
         }
-        if !(1..=MAX_BATCH).contains(&config.batch) || config.batch_bytes == 0 {
+        if !(1..=MAX_BATCH).contains(&config.batch) || !(1..=1 << 20).contains(&config.batch_bytes)
+        {
+            // A peer refuses a message above its body limit (2 MiB by default over HTTP) for
+            // good: batches stay well below it.
             return Err(bad(format!(
-                "batch must be 1 to {MAX_BATCH} and batch_bytes at least 1"
+                "batch must be 1 to {MAX_BATCH} and batch_bytes 1 to 1048576"
             )));
         }
         let auth = AuthContext::new([config.subject.as_str()]);
@@ -367,7 +372,7 @@ impl Links {
             ),
             (
                 "opentwins_link_coalesced_total",
-                "Updates merged into pending ones because the outbox was full.",
+                "Updates merged into a pending update of the same thing while it waited.",
                 true,
                 |s| s.coalesced,
             ),
@@ -781,6 +786,10 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 Ok(entries) => entries,
                 Err(e) => {
                     link.stats.error(&e);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped.changed() => return,
+                    }
                     break;
                 }
             };
@@ -988,9 +997,57 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use std::time::Duration;
 
+    use proptest::prelude::*;
     use tokio::sync::watch;
 
-    use super::reconnected;
+    use super::{MAX_BATCH, parse_messages, reconnected};
+
+    const MERGE: &str = r#"{"topic":"t/a/things/twin/commands/merge","path":"/","value":{"x":1},"headers":{"content-type":"application/merge-patch+json"}}"#;
+
+    /// One element of a batch: a valid merge, or something that is not one.
+    fn element() -> impl Strategy<Value = (String, bool)> {
+        prop_oneof![
+            Just((MERGE.to_owned(), true)),
+            Just((r#"{"topic":"nonsense"}"#.to_owned(), false)),
+            Just(("42".to_owned(), false)),
+            Just(("[]".to_owned(), false)),
+            "[a-z]{0,8}".prop_map(|s| (format!("{s:?}"), false)),
+        ]
+    }
+
+    proptest! {
+        /// A batch of good and bad commands: each is parsed on its own, so a bad one spoils
+        /// nothing else; a batch that is not a JSON array of 1 to MAX_BATCH is refused whole.
+        #[test]
+        fn each_command_of_a_batch_is_parsed_on_its_own(
+            items in prop::collection::vec(element(), 0..20),
+            tail in "[\\[\\]{},\"a-z0-9 ]{0,12}",
+        ) {
+            let text = format!("[{}]", items.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(","));
+            match parse_messages(text.as_bytes()) {
+                Ok(parsed) => {
+                    prop_assert_eq!(parsed.len(), items.len());
+                    for (got, (_, good)) in parsed.iter().zip(&items) {
+                        prop_assert_eq!(got.is_ok(), *good);
+                    }
+                }
+                Err(e) => prop_assert!(items.is_empty(), "{e}"),
+            }
+            // Garbage never panics: an error, or one (failed) message.
+            let garbage = format!("[{}{tail}", MERGE);
+            let _ = parse_messages(garbage.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_limit_is_refused_whole() {
+        let many = format!("[{}]", vec![MERGE; MAX_BATCH + 1].join(","));
+        assert_eq!(parse_messages(many.as_bytes()).unwrap_err().status(), 400);
+        let most = format!("[{}]", vec![MERGE; MAX_BATCH].join(","));
+        assert_eq!(parse_messages(most.as_bytes()).unwrap().len(), MAX_BATCH);
+        // A single command is not a batch.
+        assert_eq!(parse_messages(MERGE.as_bytes()).unwrap().len(), 1);
+    }
 
     async fn resolves(ready: &mut Option<watch::Receiver<bool>>) -> bool {
         tokio::time::timeout(Duration::from_millis(100), reconnected(ready))
