@@ -152,6 +152,11 @@ impl Stats {
 trait Transport: Send + Sync {
     fn send(&self, message: Vec<u8>) -> SendFuture<'_>;
     fn close(&self) {}
+    /// Messages the peer takes unacknowledged (an MQTT broker's receive maximum); the link's
+    /// window is no larger.
+    fn max_in_flight(&self) -> usize {
+        usize::MAX
+    }
     /// True while the transport can take and deliver updates both ways (an MQTT peer:
     /// connected and subscribed; false again when the connection is lost); `None`: always
     /// ready.
@@ -769,7 +774,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
         return;
     };
     let config = &link.config;
-    let (max_messages, max_bytes) = (config.window.max(1), config.window_bytes);
+    let max_bytes = config.window_bytes;
     let transport = &*link.transport;
     let mut backoff = Duration::from_millis(50);
     let mut ready = transport.ready();
@@ -781,6 +786,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
         if *stopped.borrow() {
             return;
         }
+        let max_messages = config.window.min(transport.max_in_flight()).max(1);
         while window.len() < max_messages && (window.is_empty() || window_bytes < max_bytes) {
             let entries = match outbox.peek_after(after, config.batch.max(1), config.batch_bytes) {
                 Ok(entries) => entries,
@@ -927,19 +933,26 @@ fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Message, Error>>, Error> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
         return Ok(vec![Message::from_slice(bytes)]);
     }
+    use opentwins_core::protocol::Envelope;
+    let count = |n: usize| {
+        if n == 0 || n > MAX_BATCH {
+            return Err(Error::field_invalid(format!(
+                "A batch carries 1 to {MAX_BATCH} commands, not {n}."
+            )));
+        }
+        Ok(())
+    };
+    // Every element an envelope (the usual case): parsed in one pass.
+    if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(bytes) {
+        count(envelopes.len())?;
+        return Ok(envelopes.into_iter().map(Message::from_envelope).collect());
+    }
     let items: Vec<serde_json::Value> =
         serde_json::from_slice(bytes).map_err(Error::json_invalid)?;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(Error::field_invalid(format!(
-            "A batch carries 1 to {MAX_BATCH} commands, not {}.",
-            items.len()
-        )));
-    }
+    count(items.len())?;
     Ok(items
         .into_iter()
-        .map(|item| {
-            opentwins_core::protocol::Envelope::from_value(item).and_then(Message::from_envelope)
-        })
+        .map(|item| Envelope::from_value(item).and_then(Message::from_envelope))
         .collect())
 }
 

@@ -1,8 +1,9 @@
 //! Links over an MQTT broker: updates are published (QoS 1 or 2) to the link's `publish` topic
 //! and read from its `subscribe` filter, with `no_local` so an instance never reads its own.
 //!
-//! A window of publishes is in flight at once (the link's `window`); paho keeps at most the
-//! broker's receive maximum unacknowledged and queues the rest in order.
+//! A window of publishes is in flight at once: the link's `window`, but at most the broker's
+//! receive maximum (MQTT 5 CONNACK; 20 for a default Mosquitto), so what waits stays in the
+//! outbox, where it merges and joins batches, not in the client's queue.
 //!
 //! The client keeps an MQTT 5 persistent session (clean start off, one hour expiry): updates a
 //! peer publishes while this instance is away wait at the broker. Updates this instance cannot
@@ -12,6 +13,7 @@
 //! function as the MQTT bridge's (`crate::mqtt::connect`); the link's status reports why the
 //! client is not connected (the broker refused the login, the certificate did not verify).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ pub(super) struct MqttPeer {
     ready: watch::Receiver<bool>,
     /// Why the last connection attempt failed or the connection was lost.
     problem: Arc<Mutex<Option<String>>>,
+    /// The broker's receive maximum (MQTT 5 CONNACK): publishes it takes unacknowledged.
+    in_flight: Arc<AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,6 +146,9 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         subscribe.clone().unwrap_or_default(),
     );
     let (stop, mut stopped) = watch::channel(false);
+    // MQTT's default when the broker names none.
+    let in_flight = Arc::new(AtomicUsize::new(65_535));
+    let receive_maximum = in_flight.clone();
     let (c, name, links, url, first) = (
         client.clone(),
         config.name.clone(),
@@ -156,7 +163,12 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
             tokio::select! {
                 r = c.connect(options.clone()) => match r {
                     // The connected callback has cleared the last problem.
-                    Ok(_) => {
+                    Ok(rsp) => {
+                        // More in flight than the broker takes would only queue in the client,
+                        // where updates can neither merge nor join a batch.
+                        if let Some(max) = rsp.properties().get_int(paho::PropertyCode::ReceiveMaximum) {
+                            receive_maximum.store(usize::try_from(max).unwrap_or(1).max(1), Ordering::Relaxed);
+                        }
                         if !subscribes {
                             ready_tx.send_replace(true);
                         }
@@ -214,6 +226,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         stop,
         ready,
         problem,
+        in_flight,
     }))
 }
 
@@ -243,6 +256,10 @@ impl Transport for MqttPeer {
 
     fn close(&self) {
         let _ = self.stop.send(true);
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     fn ready(&self) -> Option<watch::Receiver<bool>> {

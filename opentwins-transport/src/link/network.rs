@@ -1,10 +1,13 @@
 //! In-process peers: instances in one process reach each other through a [`Network`], which
-//! tests also use to inject faults (delay, duplication, reordering, a peer that is down).
+//! tests also use to inject faults (delay, duplication, reordering, a peer that is down). A
+//! sender to a peer that was down wakes as soon as it is up again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::{Links, PeerConfig, SendFuture, Shared, Transport, read};
 
@@ -29,6 +32,8 @@ pub struct Network {
 struct NetworkInner {
     instances: Mutex<HashMap<String, Weak<Shared>>>,
     down: Mutex<Vec<String>>,
+    /// Per instance: true while it is reachable (senders to it wake when it comes back).
+    up: Mutex<HashMap<String, watch::Sender<bool>>>,
     faults: Mutex<Option<(Faults, u64)>>,
     in_flight: AtomicUsize,
 }
@@ -54,11 +59,23 @@ impl Network {
     /// Makes `instance` unreachable (`true`) or reachable again: deliveries to it fail, so
     /// updates wait in the senders' outboxes.
     pub fn set_down(&self, instance: &str, down: bool) {
-        let mut list = lock(&self.inner.down);
-        list.retain(|i| i != instance);
-        if down {
-            list.push(instance.to_owned());
+        {
+            let mut list = lock(&self.inner.down);
+            list.retain(|i| i != instance);
+            if down {
+                list.push(instance.to_owned());
+            }
         }
+        self.up_signal(instance).send_replace(!down);
+    }
+
+    /// The reachability signal of `instance` (created reachable unless it is down).
+    fn up_signal(&self, instance: &str) -> watch::Sender<bool> {
+        let down = lock(&self.inner.down).iter().any(|i| i == instance);
+        lock(&self.inner.up)
+            .entry(instance.to_owned())
+            .or_insert_with(|| watch::channel(!down).0)
+            .clone()
     }
 
     /// Deliveries started and not finished (delayed ones included).
@@ -155,8 +172,33 @@ impl Transport for InProcessPeer {
             Ok(None)
         })
     }
+
+    fn ready(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.network.up_signal(&self.to).subscribe())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_coming_back_up_signals_its_senders() {
+        let network = Network::new();
+        let peer = network.transport("a", "b");
+        let ready = peer.ready().expect("in-process peers signal");
+        assert!(*ready.borrow(), "a peer starts reachable");
+        network.set_down("b", true);
+        assert!(!*ready.borrow());
+        // A sender that looks only now sees it down too.
+        assert!(!*peer.ready().unwrap().borrow());
+        network.set_down("b", false);
+        assert!(*ready.borrow(), "the sender is not told the peer is back");
+        // Other instances are not affected.
+        assert!(*network.transport("b", "c").ready().unwrap().borrow());
+    }
 }
