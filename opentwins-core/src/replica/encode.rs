@@ -204,22 +204,8 @@ impl Replica {
         values: &Value,
         extra: &Map<String, Value>,
     ) -> Result<Replica> {
-        let Value::Object(map) = clocks else {
-            return Err(Error::field_invalid("The clocks must be a JSON object."));
-        };
-        let mut replica = Replica::new();
-        let mut bare = BTreeSet::new();
-        for (path, spec) in map {
-            let (pointer, spec) = clock_entry(path, spec)?;
-            if spec.is_empty() {
-                bare.insert(pointer);
-                continue;
-            }
-            let slot = parse_slot(spec, path, &pointer, values, extra, |s| {
-                parse_compact_stamp(s, base, origin)
-            })?;
-            replica.slots.insert(pointer, slot);
-        }
+        let stamp = |s: &str| parse_compact_stamp(s, base, origin);
+        let (mut replica, bare) = read_clocks(clocks, values, extra, stamp, true)?;
         // The implied marks: each ancestor without an entry gets the newest stamp below it.
         let mut implied: BTreeMap<Pointer, Stamp> = BTreeMap::new();
         for (path, slot) in &replica.slots {
@@ -265,16 +251,7 @@ impl Replica {
         values: &Value,
         extra: &Map<String, Value>,
     ) -> Result<Replica> {
-        let Value::Object(map) = clocks else {
-            return Err(Error::field_invalid("The clocks must be a JSON object."));
-        };
-        let mut replica = Replica::new();
-        for (path, spec) in map {
-            let (pointer, spec) = clock_entry(path, spec)?;
-            let slot = parse_slot(spec, path, &pointer, values, extra, Stamp::parse)?;
-            replica.slots.insert(pointer, slot);
-        }
-        Ok(replica)
+        read_clocks(clocks, values, extra, Stamp::parse, false).map(|(replica, _)| replica)
     }
 
     /// Forgets the values of value cells (they are read back from the body with
@@ -339,6 +316,32 @@ impl Replica {
         }
         (patch, extra)
     }
+}
+
+/// The entries of a clocks object, stamps read by `stamp`; with `bare`, an empty clock text is
+/// an ancestor without clocks (returned apart), else an error.
+fn read_clocks(
+    clocks: &Value,
+    values: &Value,
+    extra: &Map<String, Value>,
+    stamp: impl Fn(&str) -> Result<Stamp>,
+    bare: bool,
+) -> Result<(Replica, BTreeSet<Pointer>)> {
+    let Value::Object(map) = clocks else {
+        return Err(Error::field_invalid("The clocks must be a JSON object."));
+    };
+    let mut replica = Replica::new();
+    let mut bare_paths = BTreeSet::new();
+    for (path, spec) in map {
+        let (pointer, spec) = clock_entry(path, spec)?;
+        if bare && spec.is_empty() {
+            bare_paths.insert(pointer);
+            continue;
+        }
+        let slot = parse_slot(spec, path, &pointer, values, extra, &stamp)?;
+        replica.slots.insert(pointer, slot);
+    }
+    Ok((replica, bare_paths))
 }
 
 /// One entry of a clocks object: its path and its clock text.
