@@ -52,6 +52,14 @@ impl Twins {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Resolves once every write handed to the store so far is durable (an empty store batch
+    /// queued behind them), or with the error of a write that failed meanwhile. A receiver of
+    /// several updates applies them with `wait_durable = false` and waits here once.
+    pub async fn settled(&self) -> Result<()> {
+        self.inner.store.write(Vec::new()).await?;
+        self.inner.check_store()
+    }
+
     /// Applies a peer's changes of one thing for `auth` (the link's subject): per path, the
     /// change with the newest clock wins; older and duplicate changes are ignored, so any order
     /// and any number of deliveries give the same state.

@@ -528,12 +528,17 @@ impl Links {
         link.stats
             .received
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        // Started in order (each applies synchronously up to its durability wait), then
-        // awaited together: one batch costs about one group commit, not one per update.
-        let results = futures_util::future::join_all(
-            messages.into_iter().map(|m| self.apply(&link, auth, m)),
-        )
-        .await;
+        // One after the other, in order, without waiting for each to be durable; then one
+        // wait for all (a batch costs about one group commit, not one per update).
+        let many = messages.len() > 1;
+        let mut results = Vec::with_capacity(messages.len());
+        for m in messages {
+            results.push(self.apply(&link, auth, m, !many).await);
+        }
+        if many && let Err(e) = self.inner.twins.settled().await {
+            link.refused(&e);
+            return Err(e);
+        }
         let mut total = Applied::default();
         let mut refusal = None;
         for result in results {
@@ -560,6 +565,7 @@ impl Links {
         link: &Link,
         auth: Option<&AuthContext>,
         message: Result<Message, Error>,
+        wait_durable: bool,
     ) -> Result<Applied, Error> {
         let auth = auth.unwrap_or(&link.auth);
         let Message::ThingCommand(cmd) = message? else {
@@ -586,7 +592,7 @@ impl Links {
         let applied = self
             .inner
             .twins
-            .apply_update(auth, &selected, link.policy.as_ref(), &owned, true)
+            .apply_update(auth, &selected, link.policy.as_ref(), &owned, wait_durable)
             .await?;
         if !applied.refused.is_empty() {
             self.inner
