@@ -194,25 +194,6 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
     .expect("test hung");
 }
 
-/// Forwards connections on a new 127.0.0.1 port to `to` and counts them.
-async fn counting_proxy(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    (addr, count)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_links_reach_an_https_peer_with_a_token_over_one_kept_alive_connection() {
     tokio::time::timeout(LIMIT, async {
@@ -237,7 +218,8 @@ async fn http_links_reach_an_https_peer_with_a_token_over_one_kept_alive_connect
         .await
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (proxy, connections) = counting_proxy(listener.local_addr().unwrap()).await;
+        let line = DelayLine::start(listener.local_addr().unwrap(), Duration::ZERO).await;
+        let (proxy, connections) = (line.addr, line.accepted.clone());
         let acceptor = TlsAcceptor::new(&pki.server(false)).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async {
@@ -434,7 +416,7 @@ fn assert_in_order(seen: &[(String, i64)], ids: &[ThingId], last: i64) {
 }
 
 /// A TCP relay to `to` that delays every chunk by `delay` each way (pipelined, as a network
-/// does) and can cut every open connection at once.
+/// does), counts the connections it relays, and can cut every open connection at once.
 struct DelayLine {
     addr: std::net::SocketAddr,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,

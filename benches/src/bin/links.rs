@@ -638,6 +638,21 @@ fn wire_sizes(twins: &Twins) -> std::sync::mpsc::Receiver<usize> {
     rx
 }
 
+/// The wire size of the update a creation like the WAN throughput run's forwards.
+async fn creation_wire_size() -> usize {
+    let twins = engine("edge").await;
+    let rx = wire_sizes(&twins);
+    let body = json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 12345}}}});
+    let create = ThingCommand::new(
+        id("bench:wan-12345"),
+        Action::Modify,
+        Pointer::root(),
+        Some(body),
+    );
+    twins.apply(&writer(), create).await.expect("create");
+    rx.try_recv().expect("an update")
+}
+
 /// The wire size of the update that the latency workload forwards.
 async fn latency_wire_size() -> usize {
     let twins = engine("e0").await;
@@ -1090,29 +1105,7 @@ async fn wan(args: &Args, tag: &str) -> Value {
     let elapsed = t0.elapsed();
     let link_bytes = proxy.bytes() - bytes0;
     let link_rate = per_second(n as u64, elapsed);
-    let update_size = {
-        let body =
-            json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 12345}}}});
-        let cmd = ThingCommand::new(
-            id("bench:wan-12345"),
-            Action::Modify,
-            Pointer::root(),
-            Some(body.clone()),
-        );
-        let mut thing_changes = opentwins_core::replica::Replica::new();
-        let stamp = opentwins_core::replica::Clock::new("edge").now();
-        for c in opentwins_core::replica::changes_for_modify(&Pointer::root(), &body, &stamp) {
-            thing_changes.apply(c);
-        }
-        let update = Update {
-            thing_id: cmd.thing_id.clone(),
-            origin: Arc::from("edge"),
-            hops: vec![Arc::from("edge")],
-            policy_id: Some(PolicyId::new(POLICY).expect("policy")),
-            changes: thing_changes,
-        };
-        Message::ThingCommand(update.to_command()).to_vec().len()
-    };
+    let update_size = creation_wire_size().await;
     edge.shutdown().await;
     hub.shutdown().await;
     eprintln!(

@@ -499,8 +499,8 @@ impl Links {
     /// replication headers, a plain Ditto command, or a JSON array of up to [`MAX_BATCH`] such
     /// commands (applied in order). `auth` replaces the link's subject when the transport
     /// authenticated the peer itself (HTTP). Returns once durable. In a batch, a refused
-    /// command does not stop the others: the first refusal is returned after all were tried;
-    /// a failure worth retrying (5xx) is returned at once.
+    /// command does not stop the others: the first refusal is returned after all were tried,
+    /// unless one failed in a way worth retrying (5xx), which is returned instead.
     pub async fn receive(
         &self,
         name: &str,
