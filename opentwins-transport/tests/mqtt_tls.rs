@@ -30,13 +30,6 @@ fn tls_broker(require_certificate: bool) -> Option<SecureBroker> {
 
 /// A test-side client over TLS with the right CA and the client certificate.
 async fn tls_client(broker: &SecureBroker, id: &str) -> Client {
-    let mut cli = paho::CreateOptionsBuilder::new()
-        .server_uri(broker.uri())
-        .client_id(id)
-        .mqtt_version(paho::MQTT_VERSION_5)
-        .create_client()
-        .unwrap();
-    let rx = cli.get_stream(None);
     let ssl = paho::SslOptionsBuilder::new()
         .trust_store(broker.file("ca.crt"))
         .unwrap()
@@ -49,8 +42,7 @@ async fn tls_client(broker: &SecureBroker, id: &str) -> Client {
         .clean_start(true)
         .ssl_options(ssl)
         .finalize();
-    cli.connect(opts).await.unwrap();
-    Client { cli, rx }
+    Client::connect_with(&broker.uri(), id, opts).await
 }
 
 /// A bridge config for `broker` with a Ditto command subscription under `p`.

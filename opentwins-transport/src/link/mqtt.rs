@@ -1,10 +1,9 @@
 //! Links over an MQTT broker: updates are published (QoS 1 or 2) to the link's `publish` topic
 //! and read from its `subscribe` filter, with `no_local` so an instance never reads its own.
 //!
-//! One publish is in flight at a time (see `max_in_flight`: several crashed paho's C library),
-//! carrying a batch of updates; what waits stays in the outbox, where it merges and joins the
-//! next batch, not in the client's queue. The broker's receive maximum (MQTT 5 CONNACK) is read
-//! and bounds any larger window.
+//! Up to the broker's receive maximum (MQTT 5 CONNACK; 20 for a default Mosquitto) publishes
+//! are in flight, each carrying a batch of updates; what waits stays in the outbox, where it
+//! merges and joins the next batch, not in the client's queue.
 //!
 //! The client keeps an MQTT 5 persistent session (clean start off, one hour expiry): updates a
 //! peer publishes while this instance is away wait at the broker. Updates this instance cannot
@@ -20,7 +19,7 @@ use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
 use paho_mqtt as paho;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::{LinkConfig, Links, PeerConfig, SendFuture, Transport};
 use crate::mqtt::connect;
@@ -39,7 +38,7 @@ pub(super) struct MqttPeer {
     /// Why the last connection attempt failed or the connection was lost.
     problem: Arc<Mutex<Option<String>>>,
     /// The broker's receive maximum (MQTT 5 CONNACK): publishes it takes unacknowledged.
-    in_flight: Arc<AtomicUsize>,
+    receive_maximum: Arc<AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -74,7 +73,6 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         session_expiry: Duration::from_secs(3600),
         keep_alive: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(10),
-        reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
         max_packet: None,
         will: None,
     })
@@ -95,11 +93,22 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     // instead of sleeping out its backoff when the broker comes back.
     let (ready_tx, ready) = watch::channel(false);
     let ready_tx = Arc::new(ready_tx);
+    // Notified when the connection is lost: `connect::keep_connected` connects again.
+    let lost = Arc::new(Notify::new());
     {
-        let (problem, ready_tx) = (problem.clone(), ready_tx.clone());
+        let (problem, ready_tx, lost) = (problem.clone(), ready_tx.clone(), lost.clone());
         client.set_connection_lost_callback(move |_| {
             ready_tx.send_replace(false);
             *lock(&problem) = Some("the connection to the broker was lost".to_owned());
+            lost.notify_one();
+        });
+    }
+    {
+        let (problem, ready_tx, lost) = (problem.clone(), ready_tx.clone(), lost.clone());
+        client.set_disconnected_callback(move |_, _, reason| {
+            ready_tx.send_replace(false);
+            *lock(&problem) = Some(format!("the broker disconnected the link: {reason}"));
+            lost.notify_one();
         });
     }
 
@@ -148,75 +157,77 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     );
     let (stop, mut stopped) = watch::channel(false);
     // MQTT's default when the broker names none.
-    let in_flight = Arc::new(AtomicUsize::new(65_535));
-    let receive_maximum = in_flight.clone();
-    let (c, name, links, url, first) = (
+    let receive_maximum = Arc::new(AtomicUsize::new(65_535));
+    let (c, name, links, url, first, receive_max) = (
         client.clone(),
         config.name.clone(),
         Arc::downgrade(&links.inner),
         url.clone(),
         problem.clone(),
+        receive_maximum.clone(),
     );
     tokio::spawn(async move {
-        // The first connection, retried (the library reconnects by itself only afterwards).
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                r = c.connect(options.clone()) => match r {
-                    // The connected callback has cleared the last problem.
-                    Ok(rsp) => {
-                        // More in flight than the broker takes would only queue in the client,
-                        // where updates can neither merge nor join a batch.
-                        if let Some(max) = rsp.properties().get_int(paho::PropertyCode::ReceiveMaximum) {
-                            receive_maximum.store(usize::try_from(max).unwrap_or(1).max(1), Ordering::Relaxed);
-                        }
-                        if !subscribes {
-                            ready_tx.send_replace(true);
-                        }
-                        break;
+        let connection = connect::keep_connected(
+            &c,
+            options,
+            (Duration::from_millis(100), Duration::from_secs(5)),
+            &lost,
+            stopped.clone(),
+            |r| match r {
+                // The connected callback has cleared the last problem.
+                Ok(rsp) => {
+                    // More in flight than the broker takes would only queue in the client,
+                    // where updates can neither merge nor join a batch.
+                    if let Some(max) = rsp.properties().get_int(paho::PropertyCode::ReceiveMaximum)
+                    {
+                        receive_max.store(usize::try_from(max).unwrap_or(1).max(1), Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        // Loud once per reason (a wrong password or CA does not heal by itself).
-                        let why = format!("connecting to {url} failed: {e}");
-                        let mut last = lock(&first);
-                        if last.as_deref() == Some(why.as_str()) {
-                            tracing::debug!(link = %name, error = %why, "link connect failed");
-                        } else {
-                            tracing::warn!(link = %name, error = %why, "link connect failed; retrying");
-                            *last = Some(why);
-                        }
-                    }
-                },
-                _ = stopped.wait_for(|s| *s) => return,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = stopped.wait_for(|s| *s) => return,
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        loop {
-            let msg = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => return },
-                _ = stopped.wait_for(|s| *s) => break,
-            };
-            let Some(inner) = links.upgrade() else { break };
-            let auth = if per_peer {
-                match peer_subject(&template, &filter, msg.topic()) {
-                    Some(auth) => Some(auth),
-                    None => {
-                        tracing::warn!(link = %name, topic = msg.topic(),
-                            "link: the topic names no valid peer subject; update dropped");
-                        continue;
+                    if !subscribes {
+                        ready_tx.send_replace(true);
                     }
                 }
-            } else {
-                None
-            };
-            // A refused update is counted by `receive`; the broker has already been answered.
-            let _ = Links { inner }
-                .receive(&name, auth.as_ref(), msg.payload())
-                .await;
+                Err(e) => {
+                    // Loud once per reason (a wrong password or CA does not heal by itself).
+                    let why = format!("connecting to {url} failed: {e}");
+                    let mut last = lock(&first);
+                    if last.as_deref() == Some(why.as_str()) {
+                        tracing::debug!(link = %name, error = %why, "link connect failed");
+                    } else {
+                        tracing::warn!(link = %name, error = %why, "link connect failed; retrying");
+                        *last = Some(why);
+                    }
+                }
+            },
+        );
+        let receiving = async {
+            loop {
+                let msg = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => return },
+                    _ = stopped.wait_for(|s| *s) => return,
+                };
+                let Some(inner) = links.upgrade() else { return };
+                let auth = if per_peer {
+                    match peer_subject(&template, &filter, msg.topic()) {
+                        Some(auth) => Some(auth),
+                        None => {
+                            tracing::warn!(link = %name, topic = msg.topic(),
+                                "link: the topic names no valid peer subject; update dropped");
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                // A refused update is counted by `receive`; the broker has already been answered.
+                let _ = Links { inner }
+                    .receive(&name, auth.as_ref(), msg.payload())
+                    .await;
+            }
+        };
+        // Either ends the link: a stop, or the instance gone.
+        tokio::select! {
+            () = connection => {}
+            () = receiving => {}
         }
         let _ = c.disconnect(paho::DisconnectOptions::new()).await;
     });
@@ -227,7 +238,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         stop,
         ready,
         problem,
-        in_flight,
+        receive_maximum,
     }))
 }
 
@@ -260,11 +271,7 @@ impl Transport for MqttPeer {
     }
 
     fn max_in_flight(&self) -> usize {
-        // One publish at a time for now: test processes with links whose connections were cut
-        // or whose broker restarted with several QoS 1 publishes in flight aborted on heap
-        // corruption (glibc malloc checks) in about 1 of 10 runs, and paho's C library is the
-        // only unsafe code on that path. Batches still carry up to `batch` updates each.
-        self.in_flight.load(Ordering::Relaxed).min(1)
+        self.receive_maximum.load(Ordering::Relaxed)
     }
 
     fn ready(&self) -> Option<watch::Receiver<bool>> {

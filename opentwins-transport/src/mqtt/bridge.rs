@@ -17,7 +17,7 @@ use opentwins_core::{FieldSelector, Pointer, ThingId, Twins};
 use paho_mqtt as paho;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::config::{Mapping, MqttConfig, PACKET_HEADROOM};
 use super::connect;
@@ -95,6 +95,8 @@ struct Shared {
     counters: Counters,
     shutdown: watch::Sender<bool>,
     done: watch::Sender<bool>,
+    /// Notified when the connection is lost (see [`connect::keep_connected`]).
+    lost: Notify,
 }
 
 /// A cheap, cloneable handle on a running bridge.
@@ -316,6 +318,7 @@ impl MqttBridge {
             counters: Counters::default(),
             shutdown: watch::channel(false).0,
             done: watch::channel(false).0,
+            lost: Notify::new(),
         });
         let routes = Arc::new(routes);
         let (tx, inbound) = mpsc::channel(shared.config.inbound_queue);
@@ -375,7 +378,6 @@ fn connect_options(config: &MqttConfig) -> Result<paho::ConnectOptions, MqttErro
         session_expiry: config.session_expiry,
         keep_alive: config.keep_alive,
         connect_timeout: config.connect_timeout,
-        reconnect: (config.reconnect_min, config.reconnect_max),
         max_packet: Some(
             u32::try_from(config.max_message_size.saturating_add(PACKET_HEADROOM))
                 .unwrap_or(u32::MAX),
@@ -409,12 +411,14 @@ fn install_callbacks(
         inc(&s.counters.connections_lost);
         tracing::warn!("MQTT connection lost; reconnecting");
         s.state.send_replace(ConnectionState::Reconnecting);
+        s.lost.notify_one();
     });
     let s = shared.clone();
     client.set_disconnected_callback(move |_, _, reason| {
         tracing::warn!(%reason, "the MQTT broker disconnected us; reconnecting");
         inc(&s.counters.connections_lost);
         s.state.send_replace(ConnectionState::Reconnecting);
+        s.lost.notify_one();
     });
 }
 
@@ -472,8 +476,31 @@ impl MqttDriver {
             events,
             deltas,
         } = self;
-        let mut stop = shared.shutdown.subscribe();
-        if connect_first(&shared, &client, connect, &mut stop).await {
+        let stop = shared.shutdown.subscribe();
+        let connection = connect::keep_connected(
+            &client,
+            connect,
+            (shared.config.reconnect_min, shared.config.reconnect_max),
+            &shared.lost,
+            stop.clone(),
+            |r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "MQTT connect failed");
+                    shared.state.send_replace(ConnectionState::Reconnecting);
+                }
+            },
+        );
+        // The loops start with the first connection (subscribed, `online` published).
+        let work = async {
+            let mut state = shared.state.subscribe();
+            let mut stopped = stop.clone();
+            let connected = tokio::select! {
+                r = state.wait_for(|s| *s == ConnectionState::Connected) => r.is_ok(),
+                _ = stopped.wait_for(|s| *s) => false,
+            };
+            if !connected {
+                return false;
+            }
             let inbound_loop =
                 inbound_loop(&shared, &client, &routes, &twins, inbound, stop.clone());
             let outbound_loop = async {
@@ -487,6 +514,10 @@ impl MqttDriver {
                 }
             };
             tokio::join!(inbound_loop, outbound_loop, delta_loop);
+            true
+        };
+        let ((), connected) = tokio::join!(connection, work);
+        if connected {
             // Leave cleanly: offline status, then DISCONNECT (no will; the session stays).
             if shared.config.status.enabled && client.is_connected() {
                 let msg = paho::Message::new_retained(
@@ -509,38 +540,6 @@ impl MqttDriver {
         shared.state.send_replace(ConnectionState::Disconnected);
         shared.done.send_replace(true);
         tracing::info!("MQTT bridge stopped");
-    }
-}
-
-/// The first connection, retried with backoff (the library reconnects by itself only after a
-/// first success). False if shut down before connecting.
-async fn connect_first(
-    shared: &Shared,
-    client: &paho::AsyncClient,
-    connect: paho::ConnectOptions,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut delay = shared.config.reconnect_min.max(Duration::from_millis(100));
-    loop {
-        if *stop.borrow() {
-            return false;
-        }
-        let attempt = client.connect(connect.clone());
-        tokio::select! {
-            r = attempt => match r {
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "MQTT connect failed");
-                    shared.state.send_replace(ConnectionState::Reconnecting);
-                }
-            },
-            _ = stop.wait_for(|s| *s) => return false,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => return false,
-        }
-        delay = (delay * 2).min(shared.config.reconnect_max);
     }
 }
 

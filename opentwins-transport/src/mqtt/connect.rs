@@ -1,10 +1,20 @@
 //! The one MQTT client stack of the crate: the bridge ([`super::MqttBridge`]) and links over
-//! MQTT (`link::mqtt`) both read their broker URL with [`broker_uri`] and build their connect
-//! options (credentials, TLS, session) with [`connect_options`].
+//! MQTT (`link::mqtt`) both read their broker URL with [`broker_uri`], build their connect
+//! options (credentials, TLS, session) with [`connect_options`] and stay connected with
+//! [`keep_connected`].
+//!
+//! Reconnecting is ours, not the client library's: paho's automatic reconnect re-queues the
+//! first connect command with its completion context, and when that first attempt failed at the
+//! socket level (broker down, TLS handshake refused) its context had already been handed back to
+//! the Rust wrapper and freed, so the retry's completion freed it again (heap corruption that
+//! aborted test processes now and then; see `MQTTAsyncUtils.c`, the `Calling command failure`
+//! branch, and `MQTTAsync_checkTimeouts`). Every attempt of [`keep_connected`] is a new connect
+//! with a context of its own, completed exactly once.
 
 use std::time::Duration;
 
 use paho_mqtt as paho;
+use tokio::sync::{watch, Notify};
 
 use super::config::TlsConfig;
 use super::error::MqttError;
@@ -50,8 +60,6 @@ pub(crate) struct Connect<'a> {
     pub(crate) keep_alive: Duration,
     /// Timeout of one connection attempt.
     pub(crate) connect_timeout: Duration,
-    /// Automatic reconnect after a lost connection: first and largest delay.
-    pub(crate) reconnect: (Duration, Duration),
     /// The MQTT 5 Maximum Packet Size sent to the broker, if any.
     pub(crate) max_packet: Option<u32>,
     /// The last will, if any.
@@ -104,8 +112,7 @@ pub(crate) fn connect_options(c: &Connect<'_>) -> Result<paho::ConnectOptions, M
     b.clean_start(c.clean_start)
         .properties(props)
         .keep_alive_interval(c.keep_alive)
-        .connect_timeout(c.connect_timeout)
-        .automatic_reconnect(c.reconnect.0, c.reconnect.1);
+        .connect_timeout(c.connect_timeout);
     if let Some(will) = &c.will {
         b.will_message(will.clone());
     }
@@ -134,6 +141,54 @@ pub(crate) fn connect_options(c: &Connect<'_>) -> Result<paho::ConnectOptions, M
         b.ssl_options(s.finalize());
     }
     Ok(b.finalize())
+}
+
+/// Connects `client` with `options` and connects it again whenever the connection is lost, until
+/// `stop` turns true. A failed attempt is retried after `backoff.0`, doubling up to `backoff.1`;
+/// a lost connection is retried at once. `lost` must be notified by the client's
+/// connection-lost and disconnected callbacks. `on_attempt` sees each attempt's outcome.
+///
+/// Paho's own automatic reconnect must stay off on `client` (see the module's documentation).
+pub async fn keep_connected(
+    client: &paho::AsyncClient,
+    options: paho::ConnectOptions,
+    backoff: (Duration, Duration),
+    lost: &Notify,
+    mut stop: watch::Receiver<bool>,
+    mut on_attempt: impl FnMut(Result<&paho::ServerResponse, &paho::Error>),
+) {
+    let first = backoff.0.max(Duration::from_millis(10));
+    loop {
+        let mut delay = first;
+        loop {
+            tokio::select! {
+                r = client.connect(options.clone()) => match r {
+                    Ok(rsp) => {
+                        on_attempt(Ok(&rsp));
+                        break;
+                    }
+                    Err(e) => on_attempt(Err(&e)),
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            delay = (delay * 2).min(backoff.1.max(first));
+        }
+        // Connected: wait for the loss (a notification left from an earlier connection is
+        // recognised by the client still being connected).
+        loop {
+            tokio::select! {
+                () = lost.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if !client.is_connected() {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

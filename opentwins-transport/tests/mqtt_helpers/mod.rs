@@ -5,15 +5,19 @@
 
 pub mod broker;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::{Pointer, ThingId, Twins};
 use opentwins_transport::link::{LinkConfig, LinkStatus, Links, PeerConfig};
-use opentwins_transport::mqtt::{MqttBridge, MqttConfig, MqttHandle, MqttMetrics, TlsConfig};
+use opentwins_transport::mqtt::{
+    MqttBridge, MqttConfig, MqttHandle, MqttMetrics, TlsConfig, keep_connected,
+};
 use paho_mqtt as paho;
 use serde_json::Value;
+use tokio::sync::{Notify, oneshot, watch};
 
 pub const LIMIT: Duration = Duration::from_secs(60);
 pub const SUBJECT: &str = "test:mqtt";
@@ -55,14 +59,25 @@ pub async fn start(config: MqttConfig, tw: &Twins) -> MqttHandle {
     handle
 }
 
-/// A test-side MQTT 5 client with a message stream.
+/// A test-side MQTT 5 client with a message stream; it reconnects (1–2 s backoff) until dropped.
 pub struct Client {
     pub cli: paho::AsyncClient,
     pub rx: paho::AsyncReceiver<Option<paho::Message>>,
+    /// Stops the reconnecting task when dropped.
+    _stop: watch::Sender<bool>,
 }
 
 impl Client {
     pub async fn connect(uri: &str, id: &str, clean: bool) -> Client {
+        let opts = paho::ConnectOptionsBuilder::new_v5()
+            .clean_start(clean)
+            .properties(paho::properties![paho::PropertyCode::SessionExpiryInterval => 600])
+            .finalize();
+        Client::connect_with(uri, id, opts).await
+    }
+
+    /// A client connected with `opts` (which must not turn on paho's automatic reconnect).
+    pub async fn connect_with(uri: &str, id: &str, opts: paho::ConnectOptions) -> Client {
         let mut cli = paho::CreateOptionsBuilder::new()
             .server_uri(uri)
             .client_id(id)
@@ -72,13 +87,30 @@ impl Client {
             .create_client()
             .unwrap();
         let rx = cli.get_stream(None);
-        let opts = paho::ConnectOptionsBuilder::new_v5()
-            .clean_start(clean)
-            .properties(paho::properties![paho::PropertyCode::SessionExpiryInterval => 600])
-            .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(2))
-            .finalize();
-        cli.connect(opts).await.unwrap();
-        Client { cli, rx }
+        let lost = Arc::new(Notify::new());
+        {
+            let lost = lost.clone();
+            cli.set_connection_lost_callback(move |_| lost.notify_one());
+        }
+        let (stop, stopped) = watch::channel(false);
+        let (first_tx, first) = oneshot::channel();
+        let mut first_tx = Some(first_tx);
+        let c = cli.clone();
+        tokio::spawn(async move {
+            let backoff = (Duration::from_secs(1), Duration::from_secs(2));
+            keep_connected(&c, opts, backoff, &lost, stopped, |r| {
+                if let Some(tx) = first_tx.take() {
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+                }
+            })
+            .await;
+        });
+        first.await.unwrap().expect("the test client did not connect");
+        Client {
+            cli,
+            rx,
+            _stop: stop,
+        }
     }
 
     pub async fn subscribe(&self, filter: &str) {
@@ -113,6 +145,7 @@ impl Client {
 
     /// Disconnects.
     pub async fn leave(self) {
+        self._stop.send_replace(true);
         self.cli.disconnect(None).await.unwrap();
     }
 }
