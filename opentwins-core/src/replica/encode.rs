@@ -19,6 +19,7 @@
 //! hide it only grow), so reading it as `null` when the JSON no longer has it is exact.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -118,7 +119,7 @@ fn parse_compact_stamp(s: &str, base: u64, origin: &Arc<str>) -> Result<Stamp> {
     })
 }
 
-fn slot_stamps(slot: &Slot) -> impl Iterator<Item = &Stamp> {
+pub(super) fn slot_stamps(slot: &Slot) -> impl Iterator<Item = &Stamp> {
     slot.replace
         .as_ref()
         .map(|(s, _)| s)
@@ -130,13 +131,7 @@ impl Replica {
     /// The clocks in the compact form links send (see the module docs), with the base its
     /// stamps are relative to (the oldest wall time; 0 when there are no stamps).
     pub fn compact_clocks(&self, origin: &str) -> (u64, Value) {
-        let base = self
-            .slots
-            .values()
-            .flat_map(slot_stamps)
-            .map(|s| s.wall_ms)
-            .min()
-            .unwrap_or(0);
+        let base = self.oldest_wall().unwrap_or(0);
         let compact = |stamp| CompactStamp {
             stamp,
             base,
@@ -144,21 +139,9 @@ impl Replica {
         };
         let mut out = Map::with_capacity(self.slots.len());
         // Ancestors of written paths without a clock of their own: "" (nothing implied).
-        let mut bare = BTreeSet::new();
-        for path in self.slots.keys() {
-            let mut up = path.parent();
-            while let Some(p) = up {
-                if self.slots.contains_key(&p) || !bare.insert(p.clone()) {
-                    break;
-                }
-                up = p.parent();
-            }
-        }
+        let bare = self.bare_ancestors();
         for (path, slot) in &self.slots {
-            if slot.replace.is_none()
-                && let Some(mark) = &slot.object
-                && self.newest_below(path).is_some_and(|s| s == mark)
-            {
+            if self.implied(path, slot) {
                 continue;
             }
             let mut text = String::new();
@@ -184,14 +167,77 @@ impl Replica {
         (base, Value::Object(out))
     }
 
-    /// The newest stamp of the paths strictly below `path`.
-    fn newest_below(&self, path: &Pointer) -> Option<&Stamp> {
+    /// The oldest wall time of any stamp.
+    pub(super) fn oldest_wall(&self) -> Option<u64> {
         self.slots
-            .range(path.clone()..)
-            .skip(1)
-            .take_while(|(p, _)| p.starts_with(path))
-            .flat_map(|(_, slot)| slot_stamps(slot))
-            .max()
+            .values()
+            .flat_map(slot_stamps)
+            .map(|s| s.wall_ms)
+            .min()
+    }
+
+    /// Whether the compact forms leave `path`'s `slot` out: only an "is an object" mark, and
+    /// the newest stamp below the path ([`Replica::add_implied_marks`] gives it back).
+    pub(super) fn implied(&self, path: &Pointer, slot: &Slot) -> bool {
+        slot.replace.is_none()
+            && slot.object.as_ref().is_some_and(|mark| {
+                self.slots
+                    .range::<Pointer, _>((Bound::Excluded(path), Bound::Unbounded))
+                    .take_while(|(p, _)| p.starts_with(path))
+                    .flat_map(|(_, s)| slot_stamps(s))
+                    .max()
+                    == Some(mark)
+            })
+    }
+
+    /// The ancestors of written paths that have no slot (the compact forms write them as
+    /// such, so no mark is implied there).
+    pub(super) fn bare_ancestors(&self) -> BTreeSet<Pointer> {
+        let mut bare = BTreeSet::new();
+        for path in self.slots.keys() {
+            let mut up = path.parent();
+            while let Some(p) = up {
+                if self.slots.contains_key(&p) || !bare.insert(p.clone()) {
+                    break;
+                }
+                up = p.parent();
+            }
+        }
+        bare
+    }
+
+    /// Gives back the marks [`Replica::implied`] left out: each ancestor of a written path
+    /// that has no slot and is not in `bare` gets the newest stamp below it.
+    pub(super) fn add_implied_marks(&mut self, bare: &BTreeSet<Pointer>) -> Result<()> {
+        let mut implied: BTreeMap<Pointer, Stamp> = BTreeMap::new();
+        for (path, slot) in &self.slots {
+            let Some(newest) = slot_stamps(slot).max() else {
+                continue;
+            };
+            let segments = path.segments();
+            for up in (0..segments.len()).rev().map(|n| &segments[..n]) {
+                if self.slots.contains_key(up) || bare.contains(up) {
+                    continue;
+                }
+                match implied.get_mut(up) {
+                    Some(mark) if *mark < *newest => *mark = newest.clone(),
+                    Some(_) => {}
+                    None => {
+                        implied.insert(Pointer::from_segments(up.to_vec())?, newest.clone());
+                    }
+                }
+            }
+        }
+        for (path, mark) in implied {
+            self.slots.insert(
+                path,
+                Slot {
+                    replace: None,
+                    object: Some(mark),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Rebuilds a replica from [`Replica::compact_clocks`] (its stamps relative to `base`,
@@ -206,32 +252,7 @@ impl Replica {
     ) -> Result<Replica> {
         let stamp = |s: &str| parse_compact_stamp(s, base, origin);
         let (mut replica, bare) = read_clocks(clocks, values, extra, stamp, true)?;
-        // The implied marks: each ancestor without an entry gets the newest stamp below it.
-        let mut implied: BTreeMap<Pointer, Stamp> = BTreeMap::new();
-        for (path, slot) in &replica.slots {
-            let Some(newest) = slot_stamps(slot).max() else {
-                continue;
-            };
-            let mut up = path.parent();
-            while let Some(p) = up {
-                if !replica.slots.contains_key(&p) && !bare.contains(&p) {
-                    let mark = implied.entry(p.clone()).or_insert_with(|| newest.clone());
-                    if *mark < *newest {
-                        *mark = newest.clone();
-                    }
-                }
-                up = p.parent();
-            }
-        }
-        for (path, mark) in implied {
-            replica.slots.insert(
-                path,
-                Slot {
-                    replace: None,
-                    object: Some(mark),
-                },
-            );
-        }
+        replica.add_implied_marks(&bare)?;
         Ok(replica)
     }
 

@@ -14,6 +14,7 @@
 mod clock;
 mod encode;
 mod update;
+mod wire;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 pub use clock::{Clock, Stamp};
 pub use encode::ClocksJson;
 pub use update::{Provenance, Update, valid_instance};
+pub use wire::{MAGIC, decode_batch, encode_batch, is_binary_batch};
 
 use crate::model::Pointer;
 
