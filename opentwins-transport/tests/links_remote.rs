@@ -11,7 +11,7 @@ use opentwins_transport::http::{
     HttpConfig, HttpState, ServeLimits, TlsAcceptor, TokenConfig, UserConfig, app, hash_password,
     hash_token, serve, serve_tls,
 };
-use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
+use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig, Wire};
 use opentwins_transport::mqtt::TlsConfig;
 use serde_json::{Value, json};
 
@@ -318,7 +318,7 @@ fn mqtt_link(name: &str, url: &str, publish: String, subscribe: String, peer: &s
 
 /// A hub and three edges linked through Mosquitto: each edge streams its own thing; the broker
 /// is stopped and started mid-stream; the hub and every edge end with every thing, and the hub
-/// saw every value.
+/// saw every value. One edge's link sends binary batches, the others JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_star_over_mosquitto_loses_nothing_when_the_broker_restarts() {
     let Some(mut broker) = PrivateBroker::start() else {
@@ -341,13 +341,17 @@ async fn a_star_over_mosquitto_loses_nothing_when_the_broker_restarts() {
         let mut edges = Vec::new();
         for i in 0..3 {
             let e = instance(&format!("e{i}"), &network).await;
-            e.add(mqtt_link(
-                "hub",
-                &url,
-                format!("{prefix}/edge/e{i}"),
-                format!("{prefix}/hub"),
-                "hub",
-            ))
+            e.add(LinkConfig {
+                // One edge sends binary batches: the hub reads both forms on one subscription.
+                wire: if i == 1 { Wire::Binary } else { Wire::Auto },
+                ..mqtt_link(
+                    "hub",
+                    &url,
+                    format!("{prefix}/edge/e{i}"),
+                    format!("{prefix}/hub"),
+                    "hub",
+                )
+            })
             .await
             .unwrap();
             edges.push(e);

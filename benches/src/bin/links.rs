@@ -44,7 +44,7 @@ use clap::Parser;
 use opentwins_benches::{paper, per_second, process_cpu};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, Message, PolicyCommand, ThingCommand, ThingEvent};
-use opentwins_core::replica::Update;
+use opentwins_core::replica::{Update, encode_batch};
 use opentwins_core::{EngineConfig, Pointer, PolicyId, Thing, ThingId, Twins};
 use opentwins_transport::link::{Direction, LinkConfig, Links, Network, PeerConfig};
 use paho_mqtt as paho;
@@ -619,29 +619,33 @@ fn changes() -> Vec<Change> {
     ]
 }
 
-/// Encoded size of the update a link forwards for each event (what an outbox holds after its
-/// 8-byte timestamp, and what an MQTT or in-process link carries).
-fn wire_sizes(twins: &Twins) -> std::sync::mpsc::Receiver<usize> {
+/// The update a link forwards for each event.
+fn forwarded(twins: &Twins) -> std::sync::mpsc::Receiver<Update> {
     let (tx, rx) = std::sync::mpsc::channel();
     twins.add_sink(Arc::new(move |e: &ThingEvent, thing: Option<&Thing>| {
         if let Some(p) = &e.provenance {
-            let update = Update {
+            let _ = tx.send(Update {
                 thing_id: e.thing_id.clone(),
                 origin: p.origin.clone(),
                 hops: p.hops.clone(),
                 policy_id: thing.map(|t| t.policy_id().clone()),
                 changes: p.changes.clone(),
-            };
-            let _ = tx.send(Message::ThingCommand(update.to_command()).to_vec().len());
+            });
         }
     }));
     rx
 }
 
+/// The JSON form's size of an update (what an outbox holds after its 8-byte timestamp, and
+/// what an MQTT link carries by default).
+fn json_size(update: &Update) -> usize {
+    Message::ThingCommand(update.to_command()).to_vec().len()
+}
+
 /// The wire size of the update a creation like the WAN throughput run's forwards.
 async fn creation_wire_size() -> usize {
     let twins = engine("edge").await;
-    let rx = wire_sizes(&twins);
+    let rx = forwarded(&twins);
     let body = json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 12345}}}});
     let create = ThingCommand::new(
         id("bench:wan-12345"),
@@ -650,7 +654,7 @@ async fn creation_wire_size() -> usize {
         Some(body),
     );
     twins.apply(&writer(), create).await.expect("create");
-    rx.try_recv().expect("an update")
+    json_size(&rx.try_recv().expect("an update"))
 }
 
 /// The wire size of the update that the latency workload forwards.
@@ -664,12 +668,12 @@ async fn latency_wire_size() -> usize {
         )
         .await
         .expect("create");
-    let rx = wire_sizes(&twins);
+    let rx = forwarded(&twins);
     twins
         .apply(&writer(), lane_merge(1000))
         .await
         .expect("merge");
-    rx.try_recv().expect("an update")
+    json_size(&rx.try_recv().expect("an update"))
 }
 
 /// Where part of a hop goes: encoding the latency workload's update into its wire form and
@@ -679,18 +683,7 @@ async fn codec(n: usize) -> [f64; 4] {
     let body = json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 0.0, "seq": 0}}}});
     let create = ThingCommand::new(id(LANE), Action::Modify, Pointer::root(), Some(body));
     twins.apply(&writer(), create).await.expect("create");
-    let (tx, rx) = std::sync::mpsc::channel();
-    twins.add_sink(Arc::new(move |e: &ThingEvent, thing: Option<&Thing>| {
-        if let Some(p) = &e.provenance {
-            let _ = tx.send(Update {
-                thing_id: e.thing_id.clone(),
-                origin: p.origin.clone(),
-                hops: p.hops.clone(),
-                policy_id: thing.map(|t| t.policy_id().clone()),
-                changes: p.changes.clone(),
-            });
-        }
-    }));
+    let rx = forwarded(&twins);
     twins
         .apply(&writer(), lane_merge(1000))
         .await
@@ -763,25 +756,28 @@ async fn wire(args: &Args, tag: &str, mqtt: bool) -> Vec<Value> {
         e0.shutdown().await;
     }
     let twins = engine("e0").await;
-    let rx = wire_sizes(&twins);
+    let rx = forwarded(&twins);
     for (i, c) in changes().into_iter().enumerate() {
         let tid = id(&format!("bench:wire{i}"));
         let create = ThingCommand::new(tid.clone(), Action::Modify, Pointer::root(), Some(c.thing));
         twins.apply(&writer(), create).await.expect("create");
-        let created = rx.try_recv().expect("create update");
+        let created = json_size(&rx.try_recv().expect("create update"));
         let value_bytes = serde_json::to_vec(&c.value).expect("json").len();
         let merge = ThingCommand::new(tid, Action::Merge, ptr(c.path), Some(c.value));
         twins.apply(&writer(), merge).await.expect("merge");
-        let bytes = rx.try_recv().expect("merge update");
+        let update = rx.try_recv().expect("merge update");
+        let (bytes, binary) = (json_size(&update), encode_batch(&[update]).len());
         let ratio = bytes as f64 / value_bytes as f64;
         println!(
-            "wire: {:<24} change {:>6} B, forwarded update {:>6} B (observed on MQTT: {}), overhead ratio {:.2}, +{} B; (the create before it: {} B)",
+            "wire: {:<24} change {:>6} B, forwarded update {:>6} B (observed on MQTT: {}), overhead ratio {:.2}, +{} B; binary {} B (ratio {:.2}); (the create before it: {} B)",
             c.name,
             value_bytes,
             bytes,
             observed[i].map_or("-".to_owned(), |n| format!("{n} B")),
             ratio,
             bytes - value_bytes,
+            binary,
+            binary as f64 / value_bytes as f64,
             created
         );
         rows.push(json!({
@@ -792,8 +788,43 @@ async fn wire(args: &Args, tag: &str, mqtt: bool) -> Vec<Value> {
             "wire_bytes_observed_on_mqtt_link": observed[i],
             "overhead_bytes": bytes - value_bytes,
             "overhead_ratio": (ratio * 100.0).round() / 100.0,
+            "binary_wire_bytes": binary,
         }));
     }
+    // A batch: one 1-property merge on each of 100 things, as one link message.
+    let mut updates = Vec::new();
+    let mut value_bytes = 0;
+    for i in 0..100 {
+        let tid = id(&format!("bench:batch-{i}"));
+        let body = json!({"policyId": POLICY, "features": {"lane": {"properties": {"offset": 0}}}});
+        let create = ThingCommand::new(tid.clone(), Action::Modify, Pointer::root(), Some(body));
+        twins.apply(&writer(), create).await.expect("create");
+        let _ = rx.try_recv().expect("create update");
+        let value = json!({ "offset": 0.12 + f64::from(i) / 100.0 });
+        value_bytes += serde_json::to_vec(&value).expect("json").len();
+        let merge = ThingCommand::new(
+            tid,
+            Action::Merge,
+            ptr("/features/lane/properties"),
+            Some(value),
+        );
+        twins.apply(&writer(), merge).await.expect("merge");
+        updates.push(rx.try_recv().expect("merge update"));
+    }
+    let json_batch = 2 + updates.iter().map(|u| json_size(u) + 1).sum::<usize>() - 1;
+    let binary = encode_batch(&updates).len();
+    println!(
+        "wire: a batch of 100 1-property merges: changes {value_bytes} B, JSON {json_batch} B (ratio {:.2}), binary {binary} B (ratio {:.2})",
+        json_batch as f64 / value_bytes as f64,
+        binary as f64 / value_bytes as f64,
+    );
+    rows.push(json!({
+        "change": "a batch of 100 1-property merges on 100 things",
+        "path": "/features/lane/properties",
+        "change_value_bytes": value_bytes,
+        "wire_bytes": json_batch,
+        "binary_wire_bytes": binary,
+    }));
     rows
 }
 

@@ -624,7 +624,14 @@ async fn browser_guard(
         let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
             || h.get(axum::http::header::CONTENT_LENGTH)
                 .is_some_and(|len| len.as_bytes() != b"0");
-        if has_body && let Err(e) = extract::require_json_type(req.headers()) {
+        // A link's binary batch is no type a page can send without asking either (CORS).
+        let batch = h
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes() == crate::link::BINARY_CONTENT_TYPE.as_bytes());
+        if has_body
+            && !batch
+            && let Err(e) = extract::require_json_type(req.headers())
+        {
             return e.into_response();
         }
     }

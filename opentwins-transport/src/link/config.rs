@@ -68,6 +68,27 @@ pub struct LinkConfig {
     /// single update goes alone).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: u64,
+    /// How updates are written on the wire (default `auto`; docs/distribution.md, "What
+    /// crosses a link").
+    #[serde(default)]
+    pub wire: Wire,
+}
+
+/// How a link writes its updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    /// `binary` to in-process and HTTP peers (an HTTP link posts to an OpenTwins inbox),
+    /// `json` over MQTT (other clients of the broker, a Ditto connection say, may read the
+    /// topic).
+    #[default]
+    Auto,
+    /// Ditto merge commands with clocks in their headers, JSON: what a plain Ditto peer
+    /// applies.
+    Json,
+    /// The binary batch form (`opentwins_core::replica::encode_batch`), for OpenTwins peers
+    /// only.
+    Binary,
 }
 
 /// The most updates one link message may carry (a receiver refuses larger batches).
@@ -113,6 +134,16 @@ impl LinkConfig {
             window_bytes: default_window_bytes(),
             batch: default_batch(),
             batch_bytes: default_batch_bytes(),
+            wire: Wire::Auto,
+        }
+    }
+
+    /// Whether the link sends the binary batch form ([`Wire`]).
+    pub fn sends_binary(&self) -> bool {
+        match self.wire {
+            Wire::Auto => !matches!(self.peer, PeerConfig::Mqtt { .. }),
+            Wire::Json => false,
+            Wire::Binary => true,
         }
     }
 }

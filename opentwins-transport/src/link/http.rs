@@ -153,7 +153,14 @@ impl HttpPeer {
             .method(Method::POST)
             .uri(self.path.as_str())
             .header("host", self.authority.as_str())
-            .header("content-type", "application/json");
+            .header(
+                "content-type",
+                if opentwins_core::replica::is_binary_batch(&message) {
+                    super::BINARY_CONTENT_TYPE
+                } else {
+                    "application/json"
+                },
+            );
         if let Some(a) = &self.authorization {
             req = req.header("authorization", a);
         }

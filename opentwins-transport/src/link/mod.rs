@@ -36,17 +36,22 @@ use opentwins_core::engine::{Applied, replicated};
 use opentwins_core::error::Error;
 use opentwins_core::model::{Pointer, PolicyId, Thing, ThingId};
 use opentwins_core::policy::AuthContext;
-use opentwins_core::protocol::{Message, ThingEvent};
+use opentwins_core::protocol::{Message, ThingCommand, ThingEvent};
 use opentwins_core::query::Filter;
-use opentwins_core::replica::{Cell, Change, Provenance, Update};
+use opentwins_core::replica::{
+    Cell, Change, Provenance, Update, decode_batch, encode_batch, is_binary_batch,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use config::{Direction, LinkConfig, MAX_BATCH, PeerConfig};
+pub use config::{Direction, LinkConfig, MAX_BATCH, PeerConfig, Wire};
 use config::{Pattern, Selected, Selection, covered, parse_pattern};
 pub use network::{Faults, Network};
 use outbox::{Coalesce, Outbox, OutboxConfig};
 pub use topology::{InstanceSpec, Topology};
+
+/// The media type of a binary batch (`opentwins_core::replica::encode_batch`) over HTTP.
+pub const BINARY_CONTENT_TYPE: &str = "application/vnd.opentwins.batch";
 
 /// Errors of link management (a peer's bad update is a Ditto [`Error`] instead).
 #[derive(Debug, thiserror::Error)]
@@ -564,22 +569,20 @@ impl Links {
         &self,
         link: &Link,
         auth: Option<&AuthContext>,
-        message: Result<Message, Error>,
+        incoming: Result<Incoming, Error>,
         wait_durable: bool,
     ) -> Result<Applied, Error> {
         let auth = auth.unwrap_or(&link.auth);
-        let Message::ThingCommand(cmd) = message? else {
-            return Err(Error::field_invalid(
-                "A link carries twin commands (merge commands with clocks).",
-            ));
-        };
-        let Some(update) = Update::from_command(&cmd)? else {
-            // A plain Ditto command (a peer without clocks): applied as it is.
-            let outcome = self.inner.twins.apply(auth, cmd).await?;
-            return Ok(Applied {
-                changes: usize::from(!outcome.events.is_empty()),
-                ..Applied::default()
-            });
+        let update = match incoming? {
+            Incoming::Update(update) => update,
+            Incoming::Command(cmd) => {
+                // A plain Ditto command (a peer without clocks): applied as it is.
+                let outcome = self.inner.twins.apply(auth, *cmd).await?;
+                return Ok(Applied {
+                    changes: usize::from(!outcome.events.is_empty()),
+                    ..Applied::default()
+                });
+            }
         };
         if !link.config.create && self.inner.twins.get_thing(&update.thing_id).is_none() {
             // Not ours: a broadcast meant for another instance.
@@ -809,7 +812,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 break;
             };
             after = last.seq;
-            let message = batch_message(&entries);
+            let message = batch_message(&entries, config.sends_binary());
             let bytes = message.len() as u64;
             window_bytes += bytes;
             window.push_back(InFlight {
@@ -892,7 +895,18 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
 
 /// The message that carries `entries` (at least one): the entry's Ditto command alone, or a JSON
 /// array of them.
-fn batch_message(entries: &[outbox::OutboxEntry]) -> Vec<u8> {
+fn batch_message(entries: &[outbox::OutboxEntry], binary: bool) -> Vec<u8> {
+    if binary {
+        // The outbox holds JSON commands (what coalescing reads); one that does not decode
+        // (none should) sends the batch as JSON.
+        if let Some(updates) = entries
+            .iter()
+            .map(|e| decode(&e.payload))
+            .collect::<Option<Vec<_>>>()
+        {
+            return encode_batch(&updates);
+        }
+    }
     if let [one] = entries {
         return message_of(&one.payload).to_vec();
     }
@@ -935,9 +949,15 @@ async fn reconnected(ready: &mut Option<watch::Receiver<bool>>) {
 
 /// The Ditto Protocol messages of a link message: one envelope, or a JSON array of up to
 /// [`MAX_BATCH`] (each parsed on its own, so one bad command does not spoil the rest).
-fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Message, Error>>, Error> {
+fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Incoming, Error>>, Error> {
+    if is_binary_batch(bytes) {
+        return Ok(decode_batch(bytes, MAX_BATCH)?
+            .into_iter()
+            .map(|u| Ok(Incoming::Update(u)))
+            .collect());
+    }
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
-        return Ok(vec![Message::from_slice(bytes)]);
+        return Ok(vec![incoming(Message::from_slice(bytes))]);
     }
     use opentwins_core::protocol::Envelope;
     let count = |n: usize| {
@@ -951,15 +971,39 @@ fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Message, Error>>, Error> {
     // Every element an envelope (the usual case): parsed in one pass.
     if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(bytes) {
         count(envelopes.len())?;
-        return Ok(envelopes.into_iter().map(Message::from_envelope).collect());
+        return Ok(envelopes
+            .into_iter()
+            .map(|e| incoming(Message::from_envelope(e)))
+            .collect());
     }
     let items: Vec<serde_json::Value> =
         serde_json::from_slice(bytes).map_err(Error::json_invalid)?;
     count(items.len())?;
     Ok(items
         .into_iter()
-        .map(|item| Envelope::from_value(item).and_then(Message::from_envelope))
+        .map(|item| incoming(Envelope::from_value(item).and_then(Message::from_envelope)))
         .collect())
+}
+
+/// What one command of a link message is.
+#[derive(Debug)]
+enum Incoming {
+    /// Changes with their clocks.
+    Update(Update),
+    /// A plain Ditto command (a peer without clocks; rare).
+    Command(Box<ThingCommand>),
+}
+
+fn incoming(message: Result<Message, Error>) -> Result<Incoming, Error> {
+    let Message::ThingCommand(cmd) = message? else {
+        return Err(Error::field_invalid(
+            "A link carries twin commands (merge commands with clocks).",
+        ));
+    };
+    Ok(match Update::from_command(&cmd)? {
+        Some(update) => Incoming::Update(update),
+        None => Incoming::Command(Box::new(cmd)),
+    })
 }
 
 /// Outbox payload: 8 bytes of enqueue time (ms since the epoch), then the encoded command.
@@ -1019,7 +1063,68 @@ mod tests {
     use proptest::prelude::*;
     use tokio::sync::watch;
 
-    use super::{MAX_BATCH, parse_messages, reconnected};
+    use std::sync::Arc;
+
+    use opentwins_core::model::{Pointer, ThingId};
+    use opentwins_core::replica::{Clock, Replica, Update, changes_for_merge};
+    use serde_json::json;
+
+    use super::outbox::OutboxEntry;
+    use super::{Incoming, MAX_BATCH, batch_message, encode, parse_messages, reconnected};
+
+    /// A 1-property update of `thing` from `edge-1`.
+    fn update(thing: &str, value: f64) -> Update {
+        let clock = Clock::new("edge-1");
+        let mut changes = Replica::new();
+        let at = Pointer::parse("/features/lane/properties").unwrap();
+        for c in changes_for_merge(&at, &json!({ "offset": value }), &clock.now()) {
+            changes.apply(c);
+        }
+        let origin: Arc<str> = Arc::from("edge-1");
+        Update {
+            thing_id: ThingId::new(thing).unwrap(),
+            origin: origin.clone(),
+            hops: vec![origin],
+            policy_id: None,
+            changes,
+        }
+    }
+
+    #[test]
+    fn a_binary_batch_is_sent_for_the_outbox_entries_and_read_whole_or_refused_whole() {
+        let updates = [update("t:a", 0.12), update("t:b", 7.0)];
+        let entries: Vec<OutboxEntry> = updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| OutboxEntry {
+                seq: i as u64 + 1,
+                key: u.thing_id.as_str().as_bytes().to_vec(),
+                payload: encode(u, 0),
+            })
+            .collect();
+        let json = batch_message(&entries, false);
+        let binary = batch_message(&entries, true);
+        assert_eq!(json[0], b'[');
+        assert!(
+            binary.len() * 3 < json.len(),
+            "{} vs {}",
+            binary.len(),
+            json.len()
+        );
+        for message in [&json, &binary] {
+            let parsed = parse_messages(message).unwrap();
+            assert_eq!(parsed.len(), 2);
+            for (got, want) in parsed.into_iter().zip(&updates) {
+                let Ok(Incoming::Update(got)) = got else {
+                    panic!("not an update")
+                };
+                assert_eq!(&got, want);
+            }
+        }
+        // A damaged binary batch is refused as a whole, with a Ditto error.
+        let cut = parse_messages(&binary[..binary.len() - 1]).map(|_| ());
+        assert_eq!(cut.unwrap_err().status(), 400);
+    }
 
     const MERGE: &str = r#"{"topic":"t/a/things/twin/commands/merge","path":"/","value":{"x":1},"headers":{"content-type":"application/merge-patch+json"}}"#;
 

@@ -180,7 +180,8 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                     // where updates can neither merge nor join a batch.
                     if let Some(max) = rsp.properties().get_int(paho::PropertyCode::ReceiveMaximum)
                     {
-                        receive_max.store(usize::try_from(max).unwrap_or(1).max(1), Ordering::Relaxed);
+                        receive_max
+                            .store(usize::try_from(max).unwrap_or(1).max(1), Ordering::Relaxed);
                     }
                     if !subscribes {
                         ready_tx.send_replace(true);

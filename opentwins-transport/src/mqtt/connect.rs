@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use paho_mqtt as paho;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use super::config::TlsConfig;
 use super::error::MqttError;

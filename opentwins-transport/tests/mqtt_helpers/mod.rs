@@ -105,7 +105,10 @@ impl Client {
             })
             .await;
         });
-        first.await.unwrap().expect("the test client did not connect");
+        first
+            .await
+            .unwrap()
+            .expect("the test client did not connect");
         Client {
             cli,
             rx,
