@@ -323,10 +323,12 @@ fn an_outbox_survives_a_dropped_instance_and_delivers_the_last_state_in_order() 
                 m.headers.requested_acks = Some(vec!["twin-persisted".into()]);
                 a.twins().apply(&writer(), m).await.unwrap();
             }
-            // The merges waited for b and merged into one pending update.
+            // The merges waited for b and merged into a few pending updates: one, plus one
+            // for each failed send to b that a write overlapped (what was in flight takes no
+            // merge until the failure), not one per write.
             let s = &a.status()[0];
-            assert!(s.backlog <= 2, "{s:?}");
-            assert!(s.coalesced >= 999, "{s:?}");
+            assert!(s.backlog <= 8, "{s:?}");
+            assert!(s.coalesced + s.backlog >= 1000, "{s:?}");
             assert!(!s.connected);
             s.backlog
         });

@@ -544,6 +544,16 @@ async fn reconnects_after_broker_restart_without_losing_qos1_messages() {
         .await
         .expect("the bridge did not notice the outage")
         .unwrap();
+        // The publisher too: a publish written to the dead socket before it notices fails
+        // (paho keeps it and sends it again after the reconnect, but its token says failed).
+        let t0 = std::time::Instant::now();
+        while publisher.cli.is_connected() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the publisher did not notice"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for i in 50..100 {
             send(i);
         }

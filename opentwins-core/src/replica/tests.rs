@@ -351,3 +351,45 @@ proptest! {
         }
     }
 }
+
+/// A float crosses a link bit for bit, in both wire forms: instances that hold one write must
+/// hold the same value (serde_json reads floats exactly only with `float_roundtrip`; without
+/// it, these computed values came back one ulp off).
+#[test]
+fn floats_cross_both_wire_forms_exactly() {
+    use crate::protocol::Message;
+    let values = [
+        0.381_859_485_365_136_36_f64,
+        0.1 + 0.2,
+        1.0 / 3.0,
+        2.0_f64.sqrt() * 1e-300,
+    ];
+    for v in values {
+        let clock = clock("edge-1", 1_764_080_000_000);
+        let mut changes = Replica::new();
+        let at = Pointer::parse("/features/lane/properties").unwrap();
+        for c in changes_for_merge(&at, &json!({ "offset": v }), &clock.now()) {
+            changes.apply(c);
+        }
+        let origin: Arc<str> = Arc::from("edge-1");
+        let update = Update {
+            thing_id: crate::model::ThingId::new("t:a").unwrap(),
+            origin: origin.clone(),
+            hops: vec![origin],
+            policy_id: None,
+            changes,
+        };
+        let bytes = Message::ThingCommand(update.to_command()).to_vec();
+        let Ok(Message::ThingCommand(cmd)) = Message::from_slice(&bytes) else {
+            panic!("not a command");
+        };
+        let json = Update::from_command(&cmd).unwrap().unwrap();
+        let binary = decode_batch(&encode_batch(std::slice::from_ref(&update)), 1).unwrap();
+        for back in [&json, &binary[0]] {
+            let got = back.changes.materialize()["features"]["lane"]["properties"]["offset"]
+                .as_f64()
+                .unwrap();
+            assert_eq!(got.to_bits(), v.to_bits(), "{v} came back as {got}");
+        }
+    }
+}
