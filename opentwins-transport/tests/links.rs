@@ -9,7 +9,7 @@ use opentwins_core::model::PolicyId;
 use opentwins_core::protocol::{Action, ThingCommand};
 use opentwins_core::store::{SledConfig, SledStore};
 use opentwins_core::{EngineConfig, Pointer, ThingId, Twins};
-use opentwins_transport::link::{Faults, LinkConfig, Links, Network};
+use opentwins_transport::link::{Faults, LinkConfig, Links, Network, Wire};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -18,8 +18,14 @@ const LIMIT: Duration = Duration::from_secs(60);
 mod common;
 use common::{instance, link_to, writer};
 
+/// Links `a` and `b` both ways: `a` sends binary batches, `b` JSON commands (both forms in
+/// every test that links instances so).
 async fn connect(a: &Links, b: &Links) {
-    a.add(link_to(b.instance_id())).await.unwrap();
+    let binary = LinkConfig {
+        wire: Wire::Binary,
+        ..link_to(b.instance_id())
+    };
+    a.add(binary).await.unwrap();
     b.add(link_to(a.instance_id())).await.unwrap();
 }
 

@@ -78,9 +78,9 @@ pub struct LinkConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
-    /// `binary` to in-process and HTTP peers (an HTTP link posts to an OpenTwins inbox),
-    /// `json` over MQTT (other clients of the broker, a Ditto connection say, may read the
-    /// topic).
+    /// `binary` to HTTP peers (an HTTP link posts to an OpenTwins inbox); `json` over MQTT
+    /// (other clients of the broker, a Ditto connection say, may read the topic) and
+    /// in-process (no bytes to save, and the outbox's JSON passes without re-encoding).
     #[default]
     Auto,
     /// Ditto merge commands with clocks in their headers, JSON: what a plain Ditto peer
@@ -141,7 +141,7 @@ impl LinkConfig {
     /// Whether the link sends the binary batch form ([`Wire`]).
     pub fn sends_binary(&self) -> bool {
         match self.wire {
-            Wire::Auto => !matches!(self.peer, PeerConfig::Mqtt { .. }),
+            Wire::Auto => matches!(self.peer, PeerConfig::Http { .. }),
             Wire::Json => false,
             Wire::Binary => true,
         }
