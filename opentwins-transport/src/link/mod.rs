@@ -501,8 +501,8 @@ impl Links {
     }
 
     /// Applies what a peer sent over link `name`: an encoded Ditto merge command with
-    /// replication headers, a plain Ditto command, or a JSON array of up to [`MAX_BATCH`] such
-    /// commands (applied in order). `auth` replaces the link's subject when the transport
+    /// replication headers, a plain Ditto command, a JSON array of up to [`MAX_BATCH`] such
+    /// commands, or a binary batch of up to [`MAX_BATCH`] updates (applied in order). `auth` replaces the link's subject when the transport
     /// authenticated the peer itself (HTTP). Returns once durable. In a batch, a refused
     /// command does not stop the others: the first refusal is returned after all were tried,
     /// unless one failed in a way worth retrying (5xx), which is returned instead.
@@ -893,8 +893,8 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
     }
 }
 
-/// The message that carries `entries` (at least one): the entry's Ditto command alone, or a JSON
-/// array of them.
+/// The message that carries `entries` (at least one): a binary batch of their updates when
+/// `binary`, else the entry's Ditto command alone or a JSON array of them.
 fn batch_message(entries: &[outbox::OutboxEntry], binary: bool) -> Vec<u8> {
     if binary {
         // The outbox holds JSON commands (what coalescing reads); one that does not decode
@@ -947,8 +947,9 @@ async fn reconnected(ready: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
-/// The Ditto Protocol messages of a link message: one envelope, or a JSON array of up to
-/// [`MAX_BATCH`] (each parsed on its own, so one bad command does not spoil the rest).
+/// The commands of a link message: a binary batch (read whole or refused whole), one
+/// envelope, or a JSON array of up to [`MAX_BATCH`] (each parsed on its own, so one bad
+/// command does not spoil the rest).
 fn parse_messages(bytes: &[u8]) -> Result<Vec<Result<Incoming, Error>>, Error> {
     if is_binary_batch(bytes) {
         return Ok(decode_batch(bytes, MAX_BATCH)?

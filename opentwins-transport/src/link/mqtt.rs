@@ -95,22 +95,23 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     let ready_tx = Arc::new(ready_tx);
     // Notified when the connection is lost: `connect::keep_connected` connects again.
     let lost = Arc::new(Notify::new());
-    {
+    let on_lost = {
         let (problem, ready_tx, lost) = (problem.clone(), ready_tx.clone(), lost.clone());
+        Arc::new(move |why: String| {
+            ready_tx.send_replace(false);
+            *lock(&problem) = Some(why);
+            lost.notify_one();
+        })
+    };
+    {
+        let on_lost = on_lost.clone();
         client.set_connection_lost_callback(move |_| {
-            ready_tx.send_replace(false);
-            *lock(&problem) = Some("the connection to the broker was lost".to_owned());
-            lost.notify_one();
+            on_lost("the connection to the broker was lost".to_owned());
         });
     }
-    {
-        let (problem, ready_tx, lost) = (problem.clone(), ready_tx.clone(), lost.clone());
-        client.set_disconnected_callback(move |_, _, reason| {
-            ready_tx.send_replace(false);
-            *lock(&problem) = Some(format!("the broker disconnected the link: {reason}"));
-            lost.notify_one();
-        });
-    }
+    client.set_disconnected_callback(move |_, _, reason| {
+        on_lost(format!("the broker disconnected the link: {reason}"));
+    });
 
     let (tx, mut rx) = mpsc::channel::<paho::Message>(1024);
     client.set_message_callback(move |_, msg| {
@@ -158,7 +159,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     let (stop, mut stopped) = watch::channel(false);
     // MQTT's default when the broker names none.
     let receive_maximum = Arc::new(AtomicUsize::new(65_535));
-    let (c, name, links, url, first, receive_max) = (
+    let (c, name, links, url, last_problem, receive_max) = (
         client.clone(),
         config.name.clone(),
         Arc::downgrade(&links.inner),
@@ -190,7 +191,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                 Err(e) => {
                     // Loud once per reason (a wrong password or CA does not heal by itself).
                     let why = format!("connecting to {url} failed: {e}");
-                    let mut last = lock(&first);
+                    let mut last = lock(&last_problem);
                     if last.as_deref() == Some(why.as_str()) {
                         tracing::debug!(link = %name, error = %why, "link connect failed");
                     } else {

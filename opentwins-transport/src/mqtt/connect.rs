@@ -8,8 +8,9 @@
 //! socket level (broker down, TLS handshake refused) its context had already been handed back to
 //! the Rust wrapper and freed, so the retry's completion freed it again (heap corruption that
 //! aborted test processes now and then; see `MQTTAsyncUtils.c`, the `Calling command failure`
-//! branch, and `MQTTAsync_checkTimeouts`). Every attempt of [`keep_connected`] is a new connect
-//! with a context of its own, completed exactly once.
+//! branch, and `MQTTAsync_checkTimeouts`; the vendored library clears them too,
+//! `third_party/paho-mqtt-sys/PATCHES.md`). Every attempt of [`keep_connected`] is a new
+//! connect with a context of its own, completed exactly once.
 
 use std::time::Duration;
 
