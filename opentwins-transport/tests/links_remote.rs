@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentwins_core::protocol::{Action, ThingCommand, ThingEvent};
+use opentwins_core::protocol::{Action, Message, ThingCommand, ThingEvent};
+use opentwins_core::replica::{Update, encode_batch};
 use opentwins_core::{Pointer, Thing, ThingId};
 use opentwins_transport::http::{
     HttpConfig, HttpState, ServeLimits, TlsAcceptor, TokenConfig, UserConfig, app, hash_password,
@@ -181,6 +182,42 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
         assert!(body["error"].as_str().unwrap().starts_with("things:"), "{body}");
         let (s, one) = request(&client, reqwest::Method::GET, &format!("{conns}/from-edge"), "admin", None).await;
         assert_eq!((s, one["status"]["rejected"].as_u64()), (200, Some(1)));
+
+        // The same update as a binary batch: the same permission check, the same refusal; a
+        // damaged binary batch is a 400 with a Ditto error, and nothing changes.
+        let post_binary = |bytes: Vec<u8>| {
+            let client = client.clone();
+            let url = format!("{conns}/from-edge/inbox");
+            async move {
+                let resp = client
+                    .post(url)
+                    .basic_auth("admin", Some("pw"))
+                    .header("content-type", opentwins_transport::link::BINARY_CONTENT_TYPE)
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+        };
+        let cmd = json!({"topic": "t/car/things/twin/commands/merge", "path": "/", "value": {"attributes": {"x": 1}},
+                         "headers": {"opentwins-origin": "x", "opentwins-hops": ["x"], "opentwins-clocks": {"/attributes/x": "v1.0@x"}}});
+        let Ok(Message::ThingCommand(cmd)) = Message::from_slice(cmd.to_string().as_bytes()) else {
+            panic!("not a command")
+        };
+        let update = Update::from_command(&cmd).unwrap().unwrap();
+        let (s, body) = post_binary(encode_batch(&[update])).await;
+        assert!(s == 403 || s == 404, "{s} {body}");
+        assert!(body["error"].as_str().unwrap().starts_with("things:"), "{body}");
+        let (s, body) = post_binary(vec![0xF6, b'O', b'T', b'B', 1, 0xFF, 0xFF]).await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body["message"].as_str().is_some(), "{body}");
+        let (s, one) = request(&client, reqwest::Method::GET, &format!("{conns}/from-edge"), "admin", None).await;
+        assert_eq!((s, one["status"]["rejected"].as_u64()), (200, Some(3)));
+        assert!(hub.twins().get_thing(&ThingId::new("t:car").unwrap())
+            .is_none_or(|t| t.body()["attributes"].get("x").is_none()));
 
         let (s, _) = request(&client, reqwest::Method::DELETE, &format!("{conns}/from-edge"), "admin", None).await;
         assert_eq!(s, 204);
