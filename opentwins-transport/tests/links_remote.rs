@@ -167,6 +167,38 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
             "{metrics}"
         );
         assert_eq!(edge.status()[0].backlog, 0);
+        // The hub answered the link's hello: it reads binary batches, so `auto` sends them.
+        assert_eq!(edge.status()[0].wire, Wire::Binary);
+        assert_eq!(edge.status()[0].anti_entropy_rounds, 1);
+
+        // Digests: the peer's subject learns which things differ (stamps, no values); a
+        // subject that may not read a thing learns nothing of it; bad requests are 400s.
+        let digest = |user: &'static str, body: Value| {
+            let (client, url) = (client.clone(), format!("{conns}/from-edge/digest"));
+            async move { request(&client, reqwest::Method::POST, &url, user, Some(body)).await }
+        };
+        let ask = json!({"instance": "edge", "things": [["t:car", "00"], ["t:nowhere", "00"]]});
+        let (s, reply) = digest("edge", ask.clone()).await;
+        assert_eq!(s, 200, "{reply}");
+        assert_eq!((reply["instance"].as_str(), reply["binary"].as_bool()), (Some("hub"), Some(true)));
+        let stamps = reply["differ"]["t:car"].as_array().expect("t:car differs");
+        assert!(stamps.iter().any(|s| s[0] == "/attributes/n" && s[1] == "v"), "{reply}");
+        assert!(
+            stamps.iter().all(|s| s.as_array().unwrap().len() == 3 && s[2].as_str().unwrap().contains('@')),
+            "[path, kind, stamp], no values: {reply}"
+        );
+        assert_eq!(reply["differ"]["t:nowhere"], Value::Null);
+        assert!(reply["differ"].get("t:nowhere").is_some(), "missing here: {reply}");
+        let (s, reply) = digest("admin", ask).await;
+        assert_eq!(s, 200, "{reply}");
+        assert!(reply["differ"].get("t:car").is_none(), "not readable by admin: {reply}");
+        let many: Vec<Value> = (0..1001).map(|n| json!([format!("t:c{n}"), "00"])).collect();
+        let (s, reply) = digest("edge", json!({"instance": "edge", "things": many})).await;
+        assert_eq!((s, reply["error"].as_str()), (400, Some("json.field.invalid")), "{reply}");
+        let (s, _) = digest("edge", json!({"instance": "edge", "include": ["/a//b"]})).await;
+        assert_eq!(s, 400);
+        let (s, _) = digest("edge", json!([1, 2])).await;
+        assert_eq!(s, 400);
 
         // A refused update (no permission) is answered with a Ditto error, and counted.
         let (s, body) = request(
@@ -614,6 +646,172 @@ async fn a_link_over_a_delay_line_survives_cuts_mid_window() {
             status.coalesced > 0,
             "nothing merged while waiting: {status:?}"
         );
+        hub.shutdown().await;
+        edge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+// A peer that is no OpenTwins instance (a plain Ditto, say: no digest resource, JSON only)
+// gets JSON commands from an `auto` link, which stops asking for digests after the first 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_link_sends_json_to_a_peer_that_takes_no_digests() {
+    tokio::time::timeout(LIMIT, async {
+        let network = Network::new();
+        let edge = instance("edge", &network).await;
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let log = seen.clone();
+        let plain = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let log = log.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let ct = req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let status = match (path.ends_with("/inbox"), ct == "application/json") {
+                    (true, true) => axum::http::StatusCode::OK,
+                    (true, false) => axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => axum::http::StatusCode::NOT_FOUND,
+                };
+                log.lock().unwrap().push((path, ct));
+                (status, "{}")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(serve(listener, plain, std::future::pending::<()>()));
+        edge.add(LinkConfig {
+            name: "up".into(),
+            peer: PeerConfig::Http {
+                url: base,
+                remote_link: "x".into(),
+                username: None,
+                password: None,
+                token: None,
+                tls: Default::default(),
+            },
+            direction: Direction::Out,
+            ..link_to("hub")
+        })
+        .await
+        .unwrap();
+        let id = ThingId::new("t:car").unwrap();
+        edge.twins().apply(&writer(), create(&id)).await.unwrap();
+        for n in 0..5 {
+            edge.twins()
+                .apply(&writer(), merge_n(&id, n))
+                .await
+                .unwrap();
+        }
+        wait_until(
+            "the edge's outbox to drain and its hello to be answered",
+            || {
+                let s = &edge.status()[0];
+                let asked = seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(p, _)| p.ends_with("/digest"));
+                s.backlog == 0 && s.messages_out >= 1 && asked
+            },
+        )
+        .await;
+        let s = edge.status().remove(0);
+        assert_eq!(
+            (s.wire, s.refused_by_peer, s.anti_entropy_rounds),
+            (Wire::Json, 0, 0),
+            "{s:?}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        let digests = seen.iter().filter(|(p, _)| p.ends_with("/digest")).count();
+        assert_eq!(digests, 1, "{seen:?}");
+        assert!(
+            seen.iter()
+                .filter(|(p, _)| p.ends_with("/inbox"))
+                .all(|(_, ct)| ct == "application/json"),
+            "{seen:?}"
+        );
+        server.abort();
+        edge.shutdown().await;
+    })
+    .await
+    .expect("test hung");
+}
+
+// Anti-entropy over MQTT (request/response on the link's own topics): a hub restored empty is
+// brought back by the edge's next round, although the edge's outbox had nothing left to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_a_hub_restored_empty_is_repaired_by_the_edges_next_round() {
+    let Some(url) = common::broker() else {
+        return;
+    };
+    tokio::time::timeout(LIMIT, async {
+        let prefix = common::prefix("digest");
+        let network = Network::new();
+        let hub_link = || LinkConfig {
+            anti_entropy_secs: 0,
+            ..mqtt_link(
+                "edges",
+                &url,
+                format!("{prefix}/car-1/down"),
+                format!("{prefix}/+/up"),
+                "none",
+            )
+        };
+        let hub = instance("hub", &network).await;
+        hub.add(hub_link()).await.unwrap();
+        assert!(hub.wait_ready(Duration::from_secs(10)).await);
+        let edge = instance("edge", &network).await;
+        let ids: Vec<ThingId> = (0..50)
+            .map(|n| ThingId::new(&format!("t:car{n}")).unwrap())
+            .collect();
+        for id in &ids {
+            edge.twins().apply(&writer(), create(id)).await.unwrap();
+        }
+        edge.add(LinkConfig {
+            anti_entropy_secs: 1,
+            ..mqtt_link(
+                "hub",
+                &url,
+                format!("{prefix}/car-1/up"),
+                format!("{prefix}/car-1/down"),
+                "hub",
+            )
+        })
+        .await
+        .unwrap();
+        wait_until("the hub to hold the edge's things", || {
+            hub.twins().thing_count() == 50
+        })
+        .await;
+        wait_until("the first round", || {
+            edge.status()[0].anti_entropy_rounds >= 1
+        })
+        .await;
+        let before = edge.status()[0].repaired;
+
+        hub.shutdown().await;
+        drop(hub);
+        let hub = instance("hub", &network).await;
+        hub.add(hub_link()).await.unwrap();
+        wait_until("the restored hub to be repaired", || {
+            hub.twins().thing_count() == 50
+        })
+        .await;
+        for id in &ids {
+            let (e, h) = (
+                edge.twins().get_thing(id).unwrap(),
+                hub.twins().get_thing(id).unwrap(),
+            );
+            assert_eq!(e.body(), h.body(), "{id}");
+        }
+        let s = edge.status().remove(0);
+        assert_eq!(s.repaired - before, 50, "{s:?}");
+        assert_eq!(s.wire, Wire::Json, "auto is JSON over MQTT");
         hub.shutdown().await;
         edge.shutdown().await;
     })

@@ -92,6 +92,16 @@ impl Twins {
             .collect()
     }
 
+    /// A snapshot of one thing if `auth` may read all of it (a peer's anti-entropy digest
+    /// compares only such things).
+    pub fn readable_thing(&self, auth: &AuthContext, id: &ThingId) -> Option<Thing> {
+        let thing = self.get_thing(id)?;
+        let policy = self.inner.policy(thing.policy_id());
+        Access::new(auth, policy.as_deref())
+            .read_all(&Pointer::root())
+            .then_some(thing)
+    }
+
     /// Calls `found` with every thing matching `filter` as `auth` sees it, with its readable
     /// part when the caller may not read all of it.
     fn visit(

@@ -143,6 +143,28 @@ pub(super) async fn inbox(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `POST /api/2/connections/{name}/digest`: a peer's anti-entropy request (JSON), answered
+/// with the things that differ here (docs/distribution.md, "Anti-entropy").
+pub(super) async fn digest(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    DittoPath(name): DittoPath<String>,
+    RawBody(bytes): RawBody,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let links = st.links().ok_or_else(no_links)?;
+        let reply = links.digest(&name, Some(&auth), &bytes).await?;
+        Ok((
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            reply,
+        )
+            .into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 fn admin<'a>(st: &'a HttpState, auth: &AuthContext) -> Result<&'a link::Links, ApiError> {
     let links = st.links().ok_or_else(no_links)?;
     let allowed = st

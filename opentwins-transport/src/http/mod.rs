@@ -374,6 +374,10 @@ pub fn app(state: HttpState) -> Router {
                 .delete(connections::delete_one),
         )
         .route("/api/2/connections/{name}/inbox", post(connections::inbox))
+        .route(
+            "/api/2/connections/{name}/digest",
+            post(connections::digest),
+        )
         .route("/api/2/history/things/{thingId}", get(history::thing))
         .route(
             "/api/2/history/things/{thingId}/{*path}",

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use opentwins_core::model::{PathPattern, Pointer};
+use opentwins_core::replica::{Cell, Change};
 
 use crate::mqtt::{TlsConfig, redact};
 
@@ -72,15 +73,21 @@ pub struct LinkConfig {
     /// crosses a link").
     #[serde(default)]
     pub wire: Wire,
+    /// Seconds between anti-entropy rounds (default 600; 0: none): the link compares digests
+    /// of what it carries with its peer's and sends what the peer lacks, also at start and
+    /// whenever the peer comes back (docs/distribution.md, "Anti-entropy").
+    #[serde(default = "default_anti_entropy_secs")]
+    pub anti_entropy_secs: u64,
 }
 
 /// How a link writes its updates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
-    /// `binary` to HTTP peers (an HTTP link posts to an OpenTwins inbox); `json` over MQTT
-    /// (other clients of the broker, a Ditto connection say, may read the topic) and
-    /// in-process (no bytes to save, and the outbox's JSON passes without re-encoding).
+    /// `binary` to HTTP peers that say they read it (the answer to the link's first digest
+    /// request; until then, and for a plain Ditto peer, `json`); `json` over MQTT (other
+    /// clients of the broker, a Ditto connection say, may read the topic) and in-process (no
+    /// bytes to save, and the outbox's JSON passes without re-encoding).
     #[default]
     Auto,
     /// Ditto merge commands with clocks in their headers, JSON: what a plain Ditto peer
@@ -110,6 +117,10 @@ fn default_batch_bytes() -> u64 {
     64 * 1024
 }
 
+fn default_anti_entropy_secs() -> u64 {
+    600
+}
+
 fn default_true() -> bool {
     true
 }
@@ -135,13 +146,15 @@ impl LinkConfig {
             batch: default_batch(),
             batch_bytes: default_batch_bytes(),
             wire: Wire::Auto,
+            anti_entropy_secs: default_anti_entropy_secs(),
         }
     }
 
-    /// Whether the link sends the binary batch form ([`Wire`]).
-    pub fn sends_binary(&self) -> bool {
+    /// Whether the link sends the binary batch form ([`Wire`]), given whether the peer said
+    /// it reads it.
+    pub fn sends_binary(&self, peer_reads_binary: bool) -> bool {
         match self.wire {
-            Wire::Auto => matches!(self.peer, PeerConfig::Http { .. }),
+            Wire::Auto => peer_reads_binary && matches!(self.peer, PeerConfig::Http { .. }),
             Wire::Json => false,
             Wire::Binary => true,
         }
@@ -349,6 +362,23 @@ impl Selection {
 
     pub(crate) fn is_everything(&self) -> bool {
         self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// What the selection carries of one change: the change, only its "is an object" mark
+    /// (above selected paths, a value would replace what the selection leaves out; removals
+    /// still remove), or nothing.
+    pub(crate) fn carry(&self, change: Change) -> Option<Change> {
+        match self.select(&change.path) {
+            Selected::Yes => Some(change),
+            Selected::AncestorOnly => {
+                let cell = match change.cell {
+                    Cell::Value(_) => Cell::Object,
+                    other => other,
+                };
+                Some(Change { cell, ..change })
+            }
+            Selected::No => None,
+        }
     }
 
     pub(crate) fn select(&self, path: &Pointer) -> Selected {

@@ -5,6 +5,9 @@
 //! peer's certificate against `tls.ca_file` or the system's CAs, with an optional client
 //! certificate). One connection per link is kept alive and reused; a request that fails on a
 //! reused connection (the peer closed it while idle) is sent once more on a new one.
+//!
+//! Anti-entropy requests (`digest.rs`) go to `…/connections/{remote_link}/digest` on the same
+//! connection.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -18,8 +21,13 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-use super::{PeerConfig, SendFuture, Transport};
+use super::digest::Asked;
+use super::{PeerConfig, RequestFuture, SendFuture, Transport};
 use crate::mqtt::TlsConfig;
+
+/// The largest answer read from a peer (a digest answer for 1,000 things with many paths
+/// each is a few MB; a peer that sends more is not believed).
+const MAX_ANSWER: usize = 16 << 20;
 
 /// How long one update may take, connecting included.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +35,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct HttpPeer {
     /// The inbox's path.
     path: String,
+    /// The path of the peer link's digest resource.
+    digest_path: String,
     /// `host:port`, to connect to and for the `Host` header.
     authority: String,
     /// The host name (or address) the peer's certificate must name.
@@ -93,6 +103,10 @@ impl HttpPeer {
             (None, None) => None,
         };
         Ok(HttpPeer {
+            digest_path: format!(
+                "{}/digest",
+                uri.path().strip_suffix("/inbox").unwrap_or_default()
+            ),
             path: uri.path().to_owned(),
             authority,
             host,
@@ -123,7 +137,8 @@ impl HttpPeer {
         handshake(stream).await
     }
 
-    async fn post(&self, message: Bytes) -> Result<Option<String>, String> {
+    /// POSTs `message` to `path` and returns the answer's status and body.
+    async fn post(&self, path: &str, message: Bytes) -> Result<(hyper::StatusCode, Bytes), String> {
         let mut slot = self.connection.lock().await;
         let mut reused = false;
         if let Some(sender) = slot.as_mut() {
@@ -134,9 +149,17 @@ impl HttpPeer {
                 *slot = Some(self.connect().await?);
             }
             let sender = slot.as_mut().expect("connected above");
-            let request = self.request(message.clone())?;
+            let request = self.request(path, message.clone())?;
             match sender.send_request(request).await {
-                Ok(response) => return answer(response).await,
+                Ok(response) => {
+                    let status = response.status();
+                    let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .map_err(|e| format!("reading the answer: {e}"))?;
+                    return Ok((status, body));
+                }
                 // Closed by the peer while idle: once more on a new connection (a duplicate
                 // is harmless, the peer's clocks apply each change once).
                 Err(_) if reused => reused = false,
@@ -148,10 +171,10 @@ impl HttpPeer {
         }
     }
 
-    fn request(&self, message: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, path: &str, message: Bytes) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(self.path.as_str())
+            .uri(path)
             .header("host", self.authority.as_str())
             .header(
                 "content-type",
@@ -207,22 +230,12 @@ where
 }
 
 /// What the peer's answer means: `Ok(None)` applied, `Ok(Some(why))` refused for good (sending
-/// it again will not help), `Err(why)` worth retrying. The body is read either way, so the
-/// connection can carry the next request.
-async fn answer(
-    response: hyper::Response<hyper::body::Incoming>,
-) -> Result<Option<String>, String> {
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| format!("reading the answer: {e}"))?;
+/// it again will not help), `Err(why)` worth retrying.
+fn answer(status: hyper::StatusCode, body: &[u8]) -> Result<Option<String>, String> {
     if status.is_success() {
         return Ok(None);
     }
-    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
     let why = format!("peer answered {status}: {text}");
     // Server errors, timeouts and throttling may pass; other client errors will not.
     if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
@@ -232,18 +245,50 @@ async fn answer(
     }
 }
 
+impl HttpPeer {
+    /// [`HttpPeer::post`] within [`SEND_TIMEOUT`].
+    async fn exchange(
+        &self,
+        path: &str,
+        message: Vec<u8>,
+    ) -> Result<(hyper::StatusCode, Bytes), String> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.post(path, message.into())).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may hold a half-sent request: start the next on a new one.
+                *self.connection.lock().await = None;
+                Err(format!("no answer within {SEND_TIMEOUT:?}"))
+            }
+        }
+    }
+}
+
 impl Transport for HttpPeer {
     fn send(&self, message: Vec<u8>) -> SendFuture<'_> {
         Box::pin(async move {
-            match tokio::time::timeout(SEND_TIMEOUT, self.post(message.into())).await {
-                Ok(result) => result,
-                Err(_) => {
-                    // The connection may hold a half-sent request: start the next on a new one.
-                    *self.connection.lock().await = None;
-                    Err(format!("no answer within {SEND_TIMEOUT:?}"))
-                }
-            }
+            let (status, body) = self.exchange(&self.path, message).await?;
+            answer(status, &body)
         })
+    }
+
+    fn request(&self, body: Vec<u8>) -> Option<RequestFuture<'_>> {
+        Some(Box::pin(async move {
+            let (status, answer) = self
+                .exchange(&self.digest_path, body)
+                .await
+                .map_err(Asked::Failed)?;
+            if status.is_success() {
+                return Ok(answer.to_vec());
+            }
+            let text: String = String::from_utf8_lossy(&answer).chars().take(300).collect();
+            let why = format!("peer answered {status}: {text}");
+            // A peer without the resource (a plain Ditto, an older instance) or that cannot
+            // read the request takes no digests; anything else may pass.
+            match status.as_u16() {
+                400 | 404 | 405 | 415 => Err(Asked::Unsupported(why)),
+                _ => Err(Asked::Failed(why)),
+            }
+        }))
     }
 }
 

@@ -20,6 +20,7 @@
 //! changed its own state, so each update crosses each link at most once per direction.
 
 mod config;
+mod digest;
 mod http;
 mod mqtt;
 mod network;
@@ -32,14 +33,14 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentwins_core::Twins;
-use opentwins_core::engine::{Applied, replicated};
+use opentwins_core::engine::Applied;
 use opentwins_core::error::Error;
 use opentwins_core::model::{Pointer, PolicyId, Thing, ThingId};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Message, ThingCommand, ThingEvent};
 use opentwins_core::query::Filter;
 use opentwins_core::replica::{
-    Cell, Change, Provenance, Update, decode_batch, encode_batch, is_binary_batch,
+    Cell, Provenance, Update, decode_batch, encode_batch, is_binary_batch,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -98,6 +99,13 @@ pub struct LinkStatus {
     pub coalesced: u64,
     /// Updates dropped because the outbox was full (their things are re-sent whole later).
     pub dropped: u64,
+    /// How updates cross now: `binary` or `json` (`auto` turns `binary` once the peer said
+    /// it reads it).
+    pub wire: Wire,
+    /// Anti-entropy rounds completed with the peer.
+    pub anti_entropy_rounds: u64,
+    /// Things anti-entropy found the peer behind on and queued changes of.
+    pub repaired: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -128,8 +136,11 @@ struct Link {
     transport: Arc<dyn Transport>,
     stats: Stats,
     stop: watch::Sender<bool>,
-    /// The sender task, awaited when the link stops (its outbox may then be opened again).
-    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Signalled when a send succeeds after failing (the peer is back: time to compare).
+    peer_back: tokio::sync::Notify,
+    /// The sender and anti-entropy tasks, awaited when the link stops (its outbox may then be
+    /// opened again).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -139,6 +150,10 @@ struct Stats {
     received: AtomicU64,
     rejected: AtomicU64,
     refused: AtomicU64,
+    /// Whether the peer said it reads binary batches.
+    peer_binary: AtomicBool,
+    rounds: AtomicU64,
+    repaired: AtomicU64,
     /// Enqueue time (ms) of the oldest update being sent, 0 when idle.
     sending_since: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -173,10 +188,17 @@ trait Transport: Send + Sync {
     fn connection(&self) -> Option<Result<(), String>> {
         None
     }
+    /// Sends an anti-entropy request and returns the peer's answer (`digest.rs`); `None`
+    /// when the transport has no way back for one (MQTT).
+    fn request(&self, _body: Vec<u8>) -> Option<RequestFuture<'_>> {
+        None
+    }
 }
 
 type SendFuture<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+type RequestFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, digest::Asked>> + Send + 'a>>;
 
 impl Links {
     /// Links for `twins`, with outboxes in `db` (pass the engine's own sled database when the
@@ -298,16 +320,20 @@ impl Links {
             transport,
             stats: Stats::default(),
             stop,
-            sender: Mutex::new(None),
+            peer_back: tokio::sync::Notify::new(),
+            tasks: Mutex::new(Vec::new()),
             config,
         });
         if link.outbox.is_some() {
-            let task = tokio::spawn(send_loop(
-                Arc::downgrade(&self.inner),
-                link.clone(),
-                stopped,
-            ));
-            *link.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+            let weak = Arc::downgrade(&self.inner);
+            let tasks = [
+                tokio::spawn(send_loop(weak.clone(), link.clone(), stopped.clone())),
+                tokio::spawn(digest::anti_entropy_loop(weak, link.clone(), stopped)),
+            ];
+            link.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(tasks);
         }
         let name = link.config.name.clone();
         write(&self.inner.links).insert(name.clone(), link.clone());
@@ -337,7 +363,7 @@ impl Links {
 
     fn register_metrics(&self, registry: &crate::metrics::Registry, name: &str) {
         type Field = fn(&LinkStatus) -> u64;
-        let series: [(&str, &str, bool, Field); 9] = [
+        let series: [(&str, &str, bool, Field); 11] = [
             (
                 "opentwins_link_connected",
                 "Whether the link's last attempt to reach its peer succeeded (1) or not (0).",
@@ -392,6 +418,18 @@ impl Links {
                 true,
                 |s| s.dropped,
             ),
+            (
+                "opentwins_link_anti_entropy_rounds_total",
+                "Anti-entropy rounds completed with the peer.",
+                true,
+                |s| s.anti_entropy_rounds,
+            ),
+            (
+                "opentwins_link_repaired_total",
+                "Things anti-entropy found the peer behind on.",
+                true,
+                |s| s.repaired,
+            ),
         ];
         for (metric, help, counter, field) in series {
             let weak = Arc::downgrade(&self.inner);
@@ -435,8 +473,8 @@ impl Links {
         };
         let _ = link.stop.send(true);
         link.transport.close();
-        let task = link.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *link.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             // It stops at its next await; a send in progress is abandoned (and redone later).
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -617,15 +655,7 @@ impl Links {
             else {
                 continue;
             };
-            let mut changes = thing.clocks().clone();
-            changes.fill_values(&replicated(thing.body()));
-            let me: Arc<str> = Arc::from(self.instance_id());
-            let provenance = Provenance {
-                origin: me.clone(),
-                hops: vec![me],
-                changes,
-            };
-            link.enqueue(&provenance, thing.id(), Some(&thing));
+            self.send_missing(link, &thing, None);
         }
     }
 }
@@ -648,19 +678,20 @@ impl Link {
         self.stats.error(format!("refused an update: {e}"));
     }
 
-    fn enqueue(&self, provenance: &Provenance, id: &ThingId, thing: Option<&Thing>) {
+    /// Queues the part of a change this link carries; returns whether anything was queued.
+    fn enqueue(&self, provenance: &Provenance, id: &ThingId, thing: Option<&Thing>) -> bool {
         let Some(outbox) = &self.outbox else {
-            return;
+            return false;
         };
         if let Some(peer) = &self.config.peer_instance
             && provenance.crossed(peer)
         {
-            return;
+            return false;
         }
         if let (Some(filter), Some(thing)) = (&self.filter, thing)
             && !filter.matches(thing)
         {
-            return;
+            return false;
         }
         let Some(update) = self.select(&Update {
             thing_id: id.clone(),
@@ -669,19 +700,21 @@ impl Link {
             policy_id: thing.map(|t| t.policy_id().clone()),
             changes: provenance.changes.clone(),
         }) else {
-            return;
+            return false;
         };
         if update.changes.is_empty() {
-            return;
+            return false;
         }
         match outbox.push(id.as_str().as_bytes(), &encode(&update, now_ms())) {
             Ok(outbox::Pushed::Dropped) => {
                 tracing::warn!(link = %self.config.name, thing = %id, "outbox full: update dropped, the thing will be re-sent whole");
+                false
             }
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e) => {
                 tracing::error!(link = %self.config.name, error = %e, "outbox write failed");
                 self.stats.error(e);
+                false
             }
         }
     }
@@ -709,21 +742,7 @@ impl Link {
         if !carries {
             return None;
         }
-        Some(
-            update.map_changes(|change| match self.selection.select(&change.path) {
-                Selected::Yes => Some(change),
-                // A value here would replace what the link does not carry: keep only "is an
-                // object" (removals still remove).
-                Selected::AncestorOnly => {
-                    let cell = match change.cell {
-                        Cell::Value(_) => Cell::Object,
-                        other => other,
-                    };
-                    Some(Change { cell, ..change })
-                }
-                Selected::No => None,
-            }),
-        )
+        Some(update.map_changes(|change| self.selection.carry(change)))
     }
 
     fn status(&self) -> LinkStatus {
@@ -760,6 +779,16 @@ impl Link {
             refused_by_peer: self.stats.refused.load(Ordering::Relaxed),
             coalesced: o.coalesced_total,
             dropped: o.dropped_total,
+            wire: if self
+                .config
+                .sends_binary(self.stats.peer_binary.load(Ordering::Relaxed))
+            {
+                Wire::Binary
+            } else {
+                Wire::Json
+            },
+            anti_entropy_rounds: self.stats.rounds.load(Ordering::Relaxed),
+            repaired: self.stats.repaired.load(Ordering::Relaxed),
             last_error,
         }
     }
@@ -791,6 +820,8 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
     let mut window_bytes = 0u64;
     // The last outbox entry in the window (0: none, the next peek starts at the first pending).
     let mut after = 0u64;
+    // Whether the last send failed.
+    let mut failed = false;
     loop {
         if *stopped.borrow() {
             return;
@@ -812,7 +843,8 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 break;
             };
             after = last.seq;
-            let message = batch_message(&entries, config.sends_binary());
+            let binary = config.sends_binary(link.stats.peer_binary.load(Ordering::Relaxed));
+            let message = batch_message(&entries, binary);
             let bytes = message.len() as u64;
             window_bytes += bytes;
             window.push_back(InFlight {
@@ -857,6 +889,9 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 let done = window.pop_front().expect("the front was just polled");
                 window_bytes -= done.bytes;
                 link.stats.connected.store(true, Ordering::Relaxed);
+                if std::mem::take(&mut failed) {
+                    link.peer_back.notify_one();
+                }
                 link.stats.out.fetch_add(done.updates, Ordering::Relaxed);
                 if let Some(why) = refused {
                     tracing::warn!(link = %config.name, %why, "the peer refused an update");
@@ -875,6 +910,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 window.clear();
                 window_bytes = 0;
                 after = 0;
+                failed = true;
                 outbox.rewind();
                 if link.stats.connected.swap(false, Ordering::Relaxed) {
                     tracing::warn!(link = %config.name, error = %e, "peer unreachable; updates wait in the outbox");

@@ -12,21 +12,43 @@
 //! The connect options (credentials, TLS with CA and client certificate) come from the same
 //! function as the MQTT bridge's (`crate::mqtt::connect`); the link's status reports why the
 //! client is not connected (the broker refused the login, the certificate did not verify).
+//!
+//! Anti-entropy (`digest.rs`) over MQTT is MQTT 5 request/response: a link whose `subscribe` is
+//! one topic (no wildcards) publishes its digest request to `publish` with content type
+//! [`DIGEST_REQUEST`], that topic as response topic and correlation data; the peer's receiving
+//! link answers on the response topic with content type [`DIGEST_REPLY`] and the same
+//! correlation data. A peer answers only on a response topic that differs from the request's
+//! topic in its last level alone (`…/car-1/up` → `…/car-1/down`), so a request cannot make it
+//! publish elsewhere. Neither kind of message is ever taken for an update.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentwins_core::policy::AuthContext;
 use paho_mqtt as paho;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::{LinkConfig, Links, PeerConfig, SendFuture, Transport};
+use super::digest::Asked;
+use super::{LinkConfig, Links, PeerConfig, RequestFuture, SendFuture, Transport};
 use crate::mqtt::connect;
 
 /// How long the broker may take to acknowledge a publish (a full window queued behind the
 /// broker's receive maximum included).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Content type of an anti-entropy request over MQTT.
+pub(super) const DIGEST_REQUEST: &str = "application/vnd.opentwins.digest+json";
+/// Content type of its answer.
+pub(super) const DIGEST_REPLY: &str = "application/vnd.opentwins.digest-reply+json";
+/// How long a digest request waits for its answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unanswered requests after which a peer that never answered one is taken for one that
+/// takes no digests (a plain Ditto connection reading the topic, say).
+const UNANSWERED: u32 = 3;
+
+/// Digest requests waiting for their answer, by correlation data.
+type Pending = Arc<Mutex<HashMap<Vec<u8>, oneshot::Sender<Vec<u8>>>>>;
 
 pub(super) struct MqttPeer {
     client: paho::AsyncClient,
@@ -39,6 +61,14 @@ pub(super) struct MqttPeer {
     problem: Arc<Mutex<Option<String>>>,
     /// The broker's receive maximum (MQTT 5 CONNACK): publishes it takes unacknowledged.
     receive_maximum: Arc<AtomicUsize>,
+    /// Where the peer answers digest requests: the subscribe topic, when it is one topic.
+    reply_topic: Option<String>,
+    pending: Pending,
+    /// Correlation data of the next request: this client's id and a counter.
+    correlation: (String, AtomicU64),
+    /// Whether the peer ever answered a digest request, and how many went unanswered.
+    answered: AtomicBool,
+    unanswered: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,6 +110,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
     let client_id = client_id
         .clone()
         .unwrap_or_else(|| format!("{}-{}", links.instance_id(), config.name));
+    let correlation = (client_id.clone(), AtomicU64::new(0));
     let create = paho::CreateOptionsBuilder::new()
         .server_uri(uri)
         .client_id(client_id)
@@ -156,16 +187,18 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         config.subject.clone(),
         subscribe.clone().unwrap_or_default(),
     );
+    let pending: Pending = Arc::default();
     let (stop, mut stopped) = watch::channel(false);
     // MQTT's default when the broker names none.
     let receive_maximum = Arc::new(AtomicUsize::new(65_535));
-    let (c, name, links, url, last_problem, receive_max) = (
+    let (c, name, links, url, last_problem, receive_max, waiting) = (
         client.clone(),
         config.name.clone(),
         Arc::downgrade(&links.inner),
         url.clone(),
         problem.clone(),
         receive_maximum.clone(),
+        pending.clone(),
     );
     tokio::spawn(async move {
         let connection = connect::keep_connected(
@@ -220,10 +253,26 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                 } else {
                     None
                 };
+                let links = Links { inner };
+                let props = msg.properties();
+                match props.get_string(paho::PropertyCode::ContentType).as_deref() {
+                    Some(DIGEST_REPLY) => {
+                        let waiter = props
+                            .get_binary(paho::PropertyCode::CorrelationData)
+                            .and_then(|id| lock(&waiting).remove(&id));
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(msg.payload().to_vec());
+                        }
+                        continue;
+                    }
+                    Some(DIGEST_REQUEST) => {
+                        answer_digest(&links, &c, &name, auth.as_ref(), &msg).await;
+                        continue;
+                    }
+                    _ => {}
+                }
                 // A refused update is counted by `receive`; the broker has already been answered.
-                let _ = Links { inner }
-                    .receive(&name, auth.as_ref(), msg.payload())
-                    .await;
+                let _ = links.receive(&name, auth.as_ref(), msg.payload()).await;
             }
         };
         // Either ends the link: a stop, or the instance gone.
@@ -241,7 +290,80 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         ready,
         problem,
         receive_maximum,
+        reply_topic: subscribe
+            .clone()
+            .filter(|t| !t.contains(['+', '#']) && !t.is_empty()),
+        pending,
+        correlation,
+        answered: AtomicBool::new(false),
+        unanswered: AtomicU32::new(0),
     }))
+}
+
+/// Answers a peer's digest request (when the link receives and the response topic is allowed)
+/// with [`DIGEST_REPLY`]: the reply, or `{"status", "error", "message"}` for a refusal.
+async fn answer_digest(
+    links: &Links,
+    client: &paho::AsyncClient,
+    name: &str,
+    auth: Option<&opentwins_core::policy::AuthContext>,
+    msg: &paho::Message,
+) {
+    let props = msg.properties();
+    let (Some(topic), Some(correlation)) = (
+        props.get_string(paho::PropertyCode::ResponseTopic),
+        props.get_binary(paho::PropertyCode::CorrelationData),
+    ) else {
+        tracing::warn!(link = %name, "a digest request without response topic or correlation data; dropped");
+        return;
+    };
+    if !reply_allowed(msg.topic(), &topic) {
+        tracing::warn!(link = %name, request = msg.topic(), response = %topic.escape_debug(),
+            "a digest request names a response topic outside its own; dropped");
+        return;
+    }
+    let payload = match links.digest(name, auth, msg.payload()).await {
+        Ok(reply) => reply,
+        Err(e) => serde_json::to_vec(&serde_json::json!({
+            "status": e.status(), "error": e.code(), "message": e.message()
+        }))
+        .expect("an error serializes"),
+    };
+    let mut reply_props = paho::Properties::new();
+    let _ = reply_props.push_string(paho::PropertyCode::ContentType, DIGEST_REPLY);
+    let _ = reply_props.push_binary(paho::PropertyCode::CorrelationData, correlation);
+    let reply = paho::MessageBuilder::new()
+        .topic(topic)
+        .payload(payload)
+        .qos(1)
+        .properties(reply_props)
+        .finalize();
+    if let Err(e) = client.try_publish(reply) {
+        tracing::warn!(link = %name, error = %e, "publishing a digest answer failed");
+    }
+}
+
+/// Whether a peer may be answered on `response` for a request published on `request`: the
+/// same levels but the last, no wildcards.
+fn reply_allowed(request: &str, response: &str) -> bool {
+    let (Some((req_base, _)), Some((rsp_base, last))) =
+        (request.rsplit_once('/'), response.rsplit_once('/'))
+    else {
+        return false;
+    };
+    req_base == rsp_base && !last.is_empty() && !response.contains(['+', '#', '\0'])
+}
+
+/// Removes a request's entry when its future ends, answered or not.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    id: Vec<u8>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
+    }
 }
 
 impl Transport for MqttPeer {
@@ -280,6 +402,55 @@ impl Transport for MqttPeer {
         Some(self.ready.clone())
     }
 
+    fn request(&self, body: Vec<u8>) -> Option<RequestFuture<'_>> {
+        let reply_topic = self.reply_topic.as_ref()?;
+        let (client_id, counter) = &self.correlation;
+        let mut id = client_id.as_bytes().to_vec();
+        id.push(b'/');
+        id.extend_from_slice(&counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        let waiting = Waiting {
+            pending: &self.pending,
+            id: id.clone(),
+        };
+        let mut props = paho::Properties::new();
+        let _ = props.push_string(paho::PropertyCode::ContentType, DIGEST_REQUEST);
+        let _ = props.push_string(paho::PropertyCode::ResponseTopic, reply_topic);
+        let _ = props.push_binary(paho::PropertyCode::CorrelationData, id);
+        let message = paho::MessageBuilder::new()
+            .topic(self.topic.as_str())
+            .payload(body)
+            .qos(self.qos)
+            .properties(props)
+            .finalize();
+        let connected = self.client.is_connected();
+        let token = connected.then(|| self.client.publish(message));
+        Some(Box::pin(async move {
+            let _waiting = waiting;
+            let Some(token) = token else {
+                return Err(Asked::Failed("not connected to the broker".into()));
+            };
+            tokio::time::timeout(PUBLISH_TIMEOUT, token)
+                .await
+                .map_err(|_| Asked::Failed("digest request not acknowledged".into()))?
+                .map_err(|e| Asked::Failed(format!("publishing a digest request: {e}")))?;
+            let Ok(Ok(answer)) = tokio::time::timeout(REPLY_TIMEOUT, rx).await else {
+                let never = !self.answered.load(Ordering::Relaxed);
+                if never && self.unanswered.fetch_add(1, Ordering::Relaxed) + 1 >= UNANSWERED {
+                    return Err(Asked::Unsupported(format!(
+                        "{UNANSWERED} digest requests went unanswered"
+                    )));
+                }
+                return Err(Asked::Failed(format!(
+                    "no digest answer within {REPLY_TIMEOUT:?}"
+                )));
+            };
+            self.answered.store(true, Ordering::Relaxed);
+            refusal(&answer).map_or(Ok(answer), Err)
+        }))
+    }
+
     fn connection(&self) -> Option<Result<(), String>> {
         let problem = lock(&self.problem).clone();
         Some(match (self.client.is_connected(), problem) {
@@ -289,6 +460,26 @@ impl Transport for MqttPeer {
             (false, None) => Err("not connected to the broker".to_owned()),
         })
     }
+}
+
+/// The refusal a digest answer carries (`{"status": 4xx/5xx, …}`), as the HTTP transport
+/// reads the same status.
+fn refusal(answer: &[u8]) -> Option<Asked> {
+    #[derive(serde::Deserialize)]
+    struct Refused {
+        status: u16,
+        #[serde(default)]
+        message: String,
+    }
+    let r: Refused = serde_json::from_slice(answer).ok()?;
+    let why = format!(
+        "the peer refused the digest request ({}): {}",
+        r.status, r.message
+    );
+    Some(match r.status {
+        400 | 404 | 405 | 415 => Asked::Unsupported(why),
+        _ => Asked::Failed(why),
+    })
 }
 
 /// The placeholder of [`super::LinkConfig::subject`] for the peer a topic names.
@@ -307,6 +498,36 @@ fn peer_subject(template: &str, filter: &str, topic: &str) -> Option<AuthContext
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_answers_go_only_beside_the_request_topic() {
+        assert!(reply_allowed(
+            "opentwins/links/car-1/up",
+            "opentwins/links/car-1/down"
+        ));
+        assert!(reply_allowed("fleet/car-1", "fleet/hub"));
+        for bad in [
+            "opentwins/links/car-2/down",
+            "opentwins/links/car-1/",
+            "opentwins/links/car-1/+",
+            "opentwins/links/car-1/#",
+            "opentwins/things/car-1/down",
+            "down",
+        ] {
+            assert!(!reply_allowed("opentwins/links/car-1/up", bad), "{bad}");
+        }
+        assert!(!reply_allowed("up", "down"));
+    }
+
+    #[test]
+    fn a_refused_digest_request_reads_like_an_http_status() {
+        let refused =
+            |status: u16| refusal(format!(r#"{{"status":{status},"message":"m"}}"#).as_bytes());
+        assert!(matches!(refused(404), Some(Asked::Unsupported(_))));
+        assert!(matches!(refused(403), Some(Asked::Failed(_))));
+        assert!(matches!(refused(503), Some(Asked::Failed(_))));
+        assert!(refusal(br#"{"instance":"hub","binary":true,"differ":{}}"#).is_none());
+    }
 
     #[test]
     fn the_topic_names_the_peer() {

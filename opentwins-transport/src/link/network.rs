@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Links, PeerConfig, SendFuture, Shared, Transport, read};
+use super::digest::Asked;
+use super::{Links, PeerConfig, RequestFuture, SendFuture, Shared, Transport, read};
 
 /// Faults a [`Network`] injects into every delivery (all off by default).
 #[derive(Debug, Clone, Default)]
@@ -88,6 +89,7 @@ impl Network {
             network: self.clone(),
             from: from.to_owned(),
             to: to.to_owned(),
+            pipe: Mutex::new(None),
         }
     }
 
@@ -114,7 +116,13 @@ pub(super) struct InProcessPeer {
     network: Network,
     from: String,
     to: String,
+    /// Faithful deliveries, applied in order by a task of their own (the peer's side of the
+    /// wire: the sender prepares the next message while the peer applies this one).
+    pipe: Mutex<Option<mpsc::UnboundedSender<Delivery>>>,
 }
+
+/// A message and where its outcome goes.
+type Delivery = (Vec<u8>, oneshot::Sender<Result<Option<String>, String>>);
 
 impl InProcessPeer {
     /// The peer's links and the name of its link back to us.
@@ -136,21 +144,54 @@ impl InProcessPeer {
             .ok_or_else(|| format!("instance '{}' has no link from '{}'", self.to, self.from))?;
         Ok((Links { inner: shared }, name))
     }
+
+    /// Delivers `message` as the peer's own link would take it.
+    async fn deliver(&self, message: &[u8]) -> Result<Option<String>, String> {
+        let (links, name) = self.target()?;
+        match links.receive(&name, None, message).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.status() >= 500 => Err(e.to_string()),
+            Err(e) => Ok(Some(e.to_string())),
+        }
+    }
+
+    /// The queue of the task that delivers in order (started on first use).
+    fn pipe(&self) -> mpsc::UnboundedSender<Delivery> {
+        let mut slot = lock(&self.pipe);
+        if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+        let peer = self.network.transport(&self.from, &self.to);
+        tokio::spawn(async move {
+            while let Some((message, outcome)) = rx.recv().await {
+                let _ = outcome.send(peer.deliver(&message).await);
+            }
+        });
+        *slot = Some(tx.clone());
+        tx
+    }
 }
 
 impl Transport for InProcessPeer {
     fn send(&self, message: Vec<u8>) -> SendFuture<'_> {
+        let (delay, twice) = self.network.roll();
+        if delay.is_zero() && !twice {
+            // Faithful delivery: queued at once (a window's messages are on the way before
+            // the first is answered), applied in order, and the peer has it (durably) when
+            // the future resolves.
+            let (outcome, result) = oneshot::channel();
+            let queued = self.pipe().send((message, outcome)).is_ok();
+            return Box::pin(async move {
+                let stopped = || "in-process delivery stopped".to_owned();
+                if !queued {
+                    return Err(stopped());
+                }
+                result.await.unwrap_or_else(|_| Err(stopped()))
+            });
+        }
         Box::pin(async move {
             let (links, name) = self.target()?;
-            let (delay, twice) = self.network.roll();
-            if delay.is_zero() && !twice {
-                // Faithful delivery: the peer has it (durably) when this returns.
-                return match links.receive(&name, None, &message).await {
-                    Ok(_) => Ok(None),
-                    Err(e) if e.status() >= 500 => Err(e.to_string()),
-                    Err(e) => Ok(Some(e.to_string())),
-                };
-            }
             // Faulty delivery: acknowledged now, delivered later (maybe twice, maybe after
             // later updates).
             let copies = if twice { 2 } else { 1 };
@@ -175,6 +216,19 @@ impl Transport for InProcessPeer {
 
     fn ready(&self) -> Option<watch::Receiver<bool>> {
         Some(self.network.up_signal(&self.to).subscribe())
+    }
+
+    fn request(&self, body: Vec<u8>) -> Option<RequestFuture<'_>> {
+        Some(Box::pin(async move {
+            let (links, name) = self.target().map_err(Asked::Failed)?;
+            links.digest(&name, None, &body).await.map_err(|e| {
+                if e.status() >= 500 {
+                    Asked::Failed(e.to_string())
+                } else {
+                    Asked::Unsupported(e.to_string())
+                }
+            })
+        }))
     }
 }
 

@@ -627,6 +627,11 @@ impl Outbox {
         }
     }
 
+    /// Whether an update of `key` is pending (in flight or waiting).
+    pub fn is_pending(&self, key: &[u8]) -> bool {
+        self.inner.lock().newest.contains_key(key)
+    }
+
     /// Current counters and gauges.
     pub fn stats(&self) -> OutboxStats {
         let st = self.inner.lock();
