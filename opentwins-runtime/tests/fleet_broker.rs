@@ -30,6 +30,7 @@ const ACL: &str = "\
 user hub
 topic read opentwins/links/+/up
 topic write opentwins/links/hub/down
+topic write opentwins/links/+/digest
 topic read opentwins/commands/hub
 topic read telemetry/hub/#
 topic write opentwins/twin/events/#
@@ -38,6 +39,7 @@ topic write opentwins/instances/hub/status
 
 pattern write opentwins/links/%u/up
 pattern read opentwins/links/hub/down
+pattern read opentwins/links/%u/digest
 ";
 
 fn config(role: Role, id: &str, dir: &std::path::Path) -> InstanceConfig {
@@ -123,6 +125,14 @@ async fn a_fleet_on_an_authenticated_tls_broker() {
         {
             assert!(s.connected, "{s:?}");
         }
+        // Anti-entropy passes the ACL: the edge's request is answered on its own digest topic.
+        wait_for("an answered anti-entropy round of the edge", || {
+            edge.links()
+                .status()
+                .iter()
+                .any(|s| s.anti_entropy_rounds >= 1)
+        })
+        .await;
         // Secrets stay out of the effective configuration's Debug output.
         let shown = format!("{:?} {:?}", hub.config(), edge.config());
         assert!(

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::config::{Pattern, Selection, covered, parse_pattern};
-use super::{Link, Links, Shared, read};
+use super::{Link, Links, Shared};
 
 /// Things one digest request names at most.
 pub(super) const MAX_THINGS: usize = 1000;
@@ -180,16 +180,7 @@ impl Links {
         auth: Option<&AuthContext>,
         body: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let link = read(&self.inner.links)
-            .get(name)
-            .filter(|l| l.config.direction.receives())
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    opentwins_core::error::ErrorKind::NotFound(opentwins_core::error::Level::Thing),
-                    format!("There is no link '{name}' that receives updates."),
-                )
-            })?;
+        let link = self.receiving(name)?;
         let request: Request = serde_json::from_slice(body).map_err(Error::json_invalid)?;
         if request.things.len() > MAX_THINGS {
             return Err(Error::field_invalid(format!(

@@ -550,16 +550,7 @@ impl Links {
         auth: Option<&AuthContext>,
         message: &[u8],
     ) -> Result<Applied, Error> {
-        let link = read(&self.inner.links)
-            .get(name)
-            .filter(|l| l.config.direction.receives())
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    opentwins_core::error::ErrorKind::NotFound(opentwins_core::error::Level::Thing),
-                    format!("There is no link '{name}' that receives updates."),
-                )
-            })?;
+        let link = self.receiving(name)?;
         let messages = match parse_messages(message) {
             Ok(messages) => messages,
             Err(e) => {
@@ -601,6 +592,20 @@ impl Links {
             }
         }
         refusal.map_or(Ok(total), Err)
+    }
+
+    /// The link `name` if it receives updates.
+    fn receiving(&self, name: &str) -> Result<Arc<Link>, Error> {
+        read(&self.inner.links)
+            .get(name)
+            .filter(|l| l.config.direction.receives())
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    opentwins_core::error::ErrorKind::NotFound(opentwins_core::error::Level::Thing),
+                    format!("There is no link '{name}' that receives updates."),
+                )
+            })
     }
 
     async fn apply(

@@ -13,12 +13,12 @@
 //! function as the MQTT bridge's (`crate::mqtt::connect`); the link's status reports why the
 //! client is not connected (the broker refused the login, the certificate did not verify).
 //!
-//! Anti-entropy (`digest.rs`) over MQTT is MQTT 5 request/response: a link whose `subscribe` is
-//! one topic (no wildcards) publishes its digest request to `publish` with content type
-//! [`DIGEST_REQUEST`], that topic as response topic and correlation data; the peer's receiving
-//! link answers on the response topic with content type [`DIGEST_REPLY`] and the same
-//! correlation data. A peer answers only on a response topic that differs from the request's
-//! topic in its last level alone (`…/car-1/up` → `…/car-1/down`), so a request cannot make it
+//! Anti-entropy (`digest.rs`) over MQTT is MQTT 5 request/response: a link publishing to
+//! `…/car-1/up` also subscribes `…/car-1/digest` ([`reply_topic`]) and publishes its digest
+//! requests to `publish` with content type [`DIGEST_REQUEST`], that topic as response topic
+//! and correlation data; the peer's receiving link answers on the response topic with content
+//! type [`DIGEST_REPLY`] and the same correlation data. A peer answers only on a response topic
+//! that differs from the request's topic in its last level alone, so a request cannot make it
 //! publish elsewhere. Neither kind of message is ever taken for an update.
 
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub(super) struct MqttPeer {
     problem: Arc<Mutex<Option<String>>>,
     /// The broker's receive maximum (MQTT 5 CONNACK): publishes it takes unacknowledged.
     receive_maximum: Arc<AtomicUsize>,
-    /// Where the peer answers digest requests: the subscribe topic, when it is one topic.
+    /// Where the peer answers digest requests ([`reply_topic`]); `None`: no anti-entropy.
     reply_topic: Option<String>,
     pending: Pending,
     /// Correlation data of the next request: this client's id and a counter.
@@ -151,32 +151,40 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
             let _ = tx.blocking_send(msg);
         }
     });
+    let reply_topic = (config.anti_entropy_secs > 0)
+        .then(|| reply_topic(publish))
+        .flatten();
     let runtime = tokio::runtime::Handle::current();
     {
         let (filter, qos, problem) = (subscribe.clone(), *qos, problem.clone());
-        let ready_tx = ready_tx.clone();
+        let (ready_tx, replies, name) =
+            (ready_tx.clone(), reply_topic.clone(), config.name.clone());
         client.set_connected_callback(move |cli| {
             *lock(&problem) = None;
-            let Some(filter) = filter.clone() else {
-                ready_tx.send_replace(true);
-                return;
-            };
             let (cli, ready_tx, problem) = (cli.clone(), ready_tx.clone(), problem.clone());
+            let (filter, replies, name) = (filter.clone(), replies.clone(), name.clone());
             runtime.spawn(async move {
-                let opts = paho::SubscribeOptionsBuilder::new()
-                    .no_local(true)
-                    .finalize();
-                match cli
-                    .subscribe_with_options(filter.as_str(), qos, opts, None)
-                    .await
-                {
-                    Ok(_) => {
-                        ready_tx.send_replace(true);
-                    }
-                    Err(e) => {
+                let opts = || {
+                    paho::SubscribeOptionsBuilder::new()
+                        .no_local(true)
+                        .finalize()
+                };
+                if let Some(filter) = filter {
+                    if let Err(e) = cli
+                        .subscribe_with_options(filter.as_str(), qos, opts(), None)
+                        .await
+                    {
                         tracing::error!(%filter, error = %e, "link subscribe failed");
                         *lock(&problem) = Some(format!("subscribing to '{filter}' failed: {e}"));
+                        return;
                     }
+                }
+                ready_tx.send_replace(true);
+                // Answers to this link's digest requests; without them, no anti-entropy.
+                if let Some(topic) = replies
+                    && let Err(e) = cli.subscribe_with_options(topic.as_str(), 1, opts(), None).await
+                {
+                    tracing::warn!(link = %name, %topic, error = %e, "subscribing to digest answers failed: no anti-entropy");
                 }
             });
         });
@@ -290,9 +298,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
         ready,
         problem,
         receive_maximum,
-        reply_topic: subscribe
-            .clone()
-            .filter(|t| !t.contains(['+', '#']) && !t.is_empty()),
+        reply_topic,
         pending,
         correlation,
         answered: AtomicBool::new(false),
@@ -341,6 +347,14 @@ async fn answer_digest(
     if let Err(e) = client.try_publish(reply) {
         tracing::warn!(link = %name, error = %e, "publishing a digest answer failed");
     }
+}
+
+/// The topic a link publishing to `publish` reads digest answers from: its last level
+/// replaced by `digest` (`opentwins/links/car-1/up` → `opentwins/links/car-1/digest`); `None`
+/// for a topic of one level or with wildcards.
+fn reply_topic(publish: &str) -> Option<String> {
+    let (base, _) = publish.rsplit_once('/')?;
+    (!base.is_empty() && !publish.contains(['+', '#'])).then(|| format!("{base}/digest"))
 }
 
 /// Whether a peer may be answered on `response` for a request published on `request`: the
@@ -517,6 +531,11 @@ mod tests {
             assert!(!reply_allowed("opentwins/links/car-1/up", bad), "{bad}");
         }
         assert!(!reply_allowed("up", "down"));
+        let mine = reply_topic("opentwins/links/car-1/up").unwrap();
+        assert_eq!(mine, "opentwins/links/car-1/digest");
+        assert!(reply_allowed("opentwins/links/car-1/up", &mine));
+        assert_eq!(reply_topic("up"), None);
+        assert_eq!(reply_topic("/up"), None);
     }
 
     #[test]
