@@ -39,6 +39,8 @@ pub struct Instance {
     http: Option<(SocketAddr, JoinHandle<()>)>,
     mqtt: Option<(MqttHandle, JoinHandle<()>)>,
     processor: Option<ProcessorHandle>,
+    /// The history's retention task (it holds the store's database until it ends).
+    retention: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -64,6 +66,7 @@ impl Instance {
             .context("loading the engine from the store")?;
         let (stop, stopped) = watch::channel(false);
         // History records from the first write on, in the store's database (as durable as it).
+        let mut retention = None;
         let history = if config.enable.history {
             let history: Arc<dyn History> = Arc::new(
                 SledHistory::open(store.db())
@@ -72,13 +75,13 @@ impl Instance {
             );
             twins.add_sink(Arc::new(HistorySink::new(history.clone(), &config.history)));
             let mut stopped = stopped.clone();
-            tokio::spawn(run_retention(
+            retention = Some(tokio::spawn(run_retention(
                 history.clone(),
                 config.history.clone(),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
-            ));
+            )));
             Some(history)
         } else {
             None
@@ -151,6 +154,7 @@ impl Instance {
             http,
             mqtt,
             processor,
+            retention,
             stop,
         })
     }
@@ -205,6 +209,12 @@ impl Instance {
             processor.shutdown().await;
         }
         self.links.shutdown().await;
+        // Until it ends it holds the database: a start in the same directory right after this
+        // one would find it locked.
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
+        self.twins.quiesce().await;
         self.store.close().context("flushing the store")?;
         tracing::info!(instance = %self.config.instance_id, "instance stopped");
         Ok(())

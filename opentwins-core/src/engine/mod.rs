@@ -149,6 +149,8 @@ struct Inner {
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     /// Writes handed to the store and not yet durable (`max_pending_writes` permits).
     pending: Arc<tokio::sync::Semaphore>,
+    /// Background tasks watching a write become durable (each holds the engine until then).
+    watching: Arc<tokio::sync::watch::Sender<usize>>,
     /// Stamps this instance's changes.
     clock: Clock,
     /// Whether writes record clocks (set once links exist: [`Twins::enable_clocks`]).
@@ -283,6 +285,7 @@ impl Twins {
                 events,
                 sinks: RwLock::new(Vec::new()),
                 pending,
+                watching: Arc::new(tokio::sync::watch::Sender::new(0)),
                 clock,
                 clocks_on: AtomicBool::new(false),
                 graves,
@@ -340,6 +343,14 @@ impl Twins {
     /// A snapshot of one policy, unfiltered.
     pub fn get_policy(&self, id: &PolicyId) -> Option<Arc<Policy>> {
         read(&self.inner.policies).get(id).cloned()
+    }
+
+    /// Waits until no write is pending and no task of the engine's holds it any more: a
+    /// shutdown waits for this before closing the store, so that the store's files are
+    /// released when the last handle is dropped, not some time later.
+    pub async fn quiesce(&self) {
+        let mut watching = self.inner.watching.subscribe();
+        let _ = watching.wait_for(|n| *n == 0).await;
     }
 
     /// The ids of the things held (a snapshot), in no particular order.
@@ -405,11 +416,17 @@ impl Inner {
             std::task::Poll::Ready(Ok(())) => {}
             std::task::Poll::Ready(Err(e)) => inner.store_write_failed(&e),
             std::task::Poll::Pending => {
+                let watching = inner.watching.clone();
+                watching.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
                     if let Err(e) = durable.await {
                         inner.store_write_failed(&e);
                     }
                     drop(permit);
+                    // The engine is released before the count drops: at zero
+                    // (`Twins::quiesce`) no such task holds it (nor its store).
+                    drop(inner);
+                    watching.send_modify(|n| *n -= 1);
                 });
             }
         }
