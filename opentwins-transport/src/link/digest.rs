@@ -348,7 +348,8 @@ impl Links {
 
 /// Runs a link's anti-entropy: a round at start, then every `anti_entropy_secs` and whenever
 /// the peer comes back (a reconnect, a send that succeeds after failing); only the hello that
-/// learns the peer's wire form when rounds are off; nothing for a peer that takes no digests.
+/// learns the peer's wire form when rounds are off. A peer that takes no digests is asked
+/// again a period later.
 pub(super) async fn anti_entropy_loop(
     links: Weak<Shared>,
     link: Arc<Link>,
@@ -359,6 +360,7 @@ pub(super) async fn anti_entropy_loop(
     let mut ready = link.transport.ready();
     let mut backoff = Duration::from_secs(1);
     let mut hello_done = false;
+    let mut unsupported = false;
     loop {
         let Some(shared) = links.upgrade() else {
             return;
@@ -372,6 +374,7 @@ pub(super) async fn anti_entropy_loop(
         let wait = match round {
             Ok(round) => {
                 backoff = Duration::from_secs(1);
+                unsupported = false;
                 if every.is_zero() {
                     return;
                 }
@@ -385,9 +388,15 @@ pub(super) async fn anti_entropy_loop(
                 }
                 every
             }
+            // Asked again after a period: a peer restarting its link answers 404 for a moment.
             Err(Asked::Unsupported(why)) => {
-                tracing::info!(link = %name, %why, "the peer takes no digests: no anti-entropy on this link");
-                return;
+                if every.is_zero() {
+                    return;
+                }
+                if !std::mem::replace(&mut unsupported, true) {
+                    tracing::info!(link = %name, %why, "the peer takes no digests: no anti-entropy until it does");
+                }
+                every
             }
             Err(Asked::Failed(why)) => {
                 if hello_done {
@@ -424,6 +433,8 @@ async fn ask(link: &Link, request: &Request) -> Result<Reply, Asked> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::{Just, Strategy as _};
+
     use super::*;
 
     fn change(path: &str, cell: Cell, wall_ms: u64) -> Change {
@@ -486,6 +497,45 @@ mod tests {
         ] {
             let bad = (bad.0.to_owned(), bad.1.to_owned(), bad.2.to_owned());
             assert!(theirs(&[bad]).is_err());
+        }
+    }
+
+    fn segment() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            "[a-c]{1,2}",
+            Just("*".to_owned()),
+            Just(String::new()),
+            "[~/%é ]{1,2}"
+        ]
+    }
+
+    fn pointer() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(segment(), 0..4).prop_map(|s| format!("/{}", s.join("/")))
+    }
+
+    proptest::proptest! {
+        // A peer's answer and patterns, shaped like real ones and broken in every field: read
+        // or refused, never a panic; what is read compares the same on both sides.
+        #[test]
+        fn peer_answers_and_patterns_are_read_or_refused(
+            stamps in proptest::collection::vec(
+                (pointer(), proptest::prop_oneof!["[vor]", "[a-z]{0,2}"],
+                 proptest::prop_oneof!["[0-9]{1,14}\\.[0-9]{1,3}@[a-z]{1,3}", "[0-9.@a-z-]{0,12}"]),
+                0..12),
+            include in proptest::collection::vec(pointer(), 0..3),
+            exclude in proptest::collection::vec(pointer(), 0..3),
+            owned in proptest::collection::vec(pointer(), 0..3),
+        ) {
+            let Ok(peer) = theirs(&stamps) else { return Ok(()) };
+            let Ok(scope) = Scope::new((&include, &exclude), (&[], &[]), &owned) else {
+                return Ok(());
+            };
+            let compared = scope.compared(&peer);
+            proptest::prop_assert!(compared.len() <= 2 * stamps.len());
+            proptest::prop_assert_eq!(digest(&compared), digest(&scope.compared(&peer.clone())));
+            for c in compared {
+                proptest::prop_assert!(!covered(&scope.owned, &c.path));
+            }
         }
     }
 

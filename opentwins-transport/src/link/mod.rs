@@ -631,7 +631,7 @@ impl Links {
             // Not ours: a broadcast meant for another instance.
             return Ok(Applied::default());
         }
-        let Some(selected) = link.select(&update) else {
+        let Some(selected) = link.select(update) else {
             return Ok(Applied::default());
         };
         let owned = |p: &Pointer| covered(&link.owned, p);
@@ -643,7 +643,7 @@ impl Links {
         if !applied.refused.is_empty() {
             self.inner
                 .twins
-                .reassert(&update.thing_id, &applied.refused)
+                .reassert(&selected.thing_id, &applied.refused)
                 .await?;
         }
         Ok(applied)
@@ -698,7 +698,7 @@ impl Link {
         {
             return false;
         }
-        let Some(update) = self.select(&Update {
+        let Some(update) = self.select(Update {
             thing_id: id.clone(),
             origin: provenance.origin.clone(),
             hops: provenance.hops.clone(),
@@ -727,9 +727,9 @@ impl Link {
     /// The part of an update this link carries; `None` when it carries nothing of it: only the
     /// "is an object" marks above selected paths would be left, and the update neither removes
     /// nor writes the whole thing.
-    fn select(&self, update: &Update) -> Option<Update> {
+    fn select(&self, update: Update) -> Option<Update> {
         if self.selection.is_everything() {
-            return Some(update.clone());
+            return Some(update);
         }
         let carries =
             update

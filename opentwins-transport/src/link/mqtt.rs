@@ -151,7 +151,14 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
             let _ = tx.blocking_send(msg);
         }
     });
-    let reply_topic = (config.anti_entropy_secs > 0)
+    // Rounds only on a link to one peer: both ways, a subscribe topic without wildcards. A
+    // link that only sends publishes to whoever reads the topic (a hub's fleet-down to every
+    // edge), one with a wildcard hears many peers.
+    let one_peer = config.direction == super::Direction::Both
+        && subscribe
+            .as_deref()
+            .is_some_and(|t| !t.contains(['+', '#']));
+    let reply_topic = (config.anti_entropy_secs > 0 && one_peer)
         .then(|| reply_topic(publish))
         .flatten();
     let runtime = tokio::runtime::Handle::current();
@@ -169,15 +176,14 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                         .no_local(true)
                         .finalize()
                 };
-                if let Some(filter) = filter {
-                    if let Err(e) = cli
+                if let Some(filter) = filter
+                    && let Err(e) = cli
                         .subscribe_with_options(filter.as_str(), qos, opts(), None)
                         .await
-                    {
-                        tracing::error!(%filter, error = %e, "link subscribe failed");
-                        *lock(&problem) = Some(format!("subscribing to '{filter}' failed: {e}"));
-                        return;
-                    }
+                {
+                    tracing::error!(%filter, error = %e, "link subscribe failed");
+                    *lock(&problem) = Some(format!("subscribing to '{filter}' failed: {e}"));
+                    return;
                 }
                 ready_tx.send_replace(true);
                 // Answers to this link's digest requests; without them, no anti-entropy.
