@@ -88,10 +88,15 @@ pub async fn run_retention(
             continue;
         };
         let h = history.clone();
-        let pruned = tokio::task::spawn_blocking(move || h.prune(before));
+        let mut pruned = tokio::task::spawn_blocking(move || h.prune(before));
         tokio::select! {
-            () = &mut shutdown => return,
-            result = pruned => match result {
+            // The prune holds the history (and its database) until it ends: a shutdown waits
+            // for it, so that the store is released when the shutdown returns.
+            () = &mut shutdown => {
+                let _ = pruned.await;
+                return;
+            }
+            result = &mut pruned => match result {
                 Ok(Ok(n)) if n > 0 => tracing::debug!(points = n, %before, "history pruned"),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "pruning the history failed"),

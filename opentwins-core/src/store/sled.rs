@@ -25,6 +25,9 @@ use tokio::sync::oneshot;
 use super::{Durable, Kind, Record, Store, WriteOp};
 use crate::error::{Error, ErrorKind, Result};
 
+/// How long [`SledStore::open`] waits for the lock of a database that is being closed.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// How far a flush goes before a write counts as durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,20 +135,35 @@ impl SledStore {
     /// Opens (or creates) the database at `config.path` and starts its committer thread.
     ///
     /// Fails with `things:thing.unavailable` when the database cannot be opened, e.g. because
-    /// another process has it open.
+    /// another process has it open (after waiting up to 2 s for its lock).
     pub fn open(config: SledConfig) -> Result<SledStore> {
-        let db = ::sled::Config::new()
-            .path(&config.path)
-            // The committer flushes every group itself; sled's periodic flusher adds nothing.
-            .flush_every_ms(None)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot open the sled database at '{}': {e}",
-                    config.path.display()
-                ))
-            })?;
+        let open = || {
+            ::sled::Config::new()
+                .path(&config.path)
+                // The committer flushes every group itself; sled's periodic flusher adds nothing.
+                .flush_every_ms(None)
+                .cache_capacity(config.cache_bytes)
+                .open()
+        };
+        // The lock of a database just closed (a restart in the same process, a process that is
+        // exiting) can take a moment to be released: wait a little before giving up.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open() {
+                Err(::sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => break result,
+            }
+        }
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot open the sled database at '{}': {e}",
+                config.path.display()
+            ))
+        })?;
         let syncer = match config.sync {
             SyncMode::Flush => None,
             SyncMode::Fsync => Some(FileSync::open(&config.path).map_err(|e| {
