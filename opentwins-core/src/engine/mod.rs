@@ -9,6 +9,7 @@
 //! concurrent writers share one flush (group commit).
 
 mod access;
+mod commit;
 mod config;
 mod graves;
 mod hot;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::access::Access;
-use super::hot::Entry;
-use super::thing_cmd::{NewPolicy, thing_record, too_large};
+use super::commit::Written;
+use super::thing_cmd::{NewPolicy, too_large};
 use super::{Inner, Twins, lock};
 use crate::error::{Error, Level, Result};
 use crate::model::schema::{self, Mode, json_size};
@@ -22,7 +22,7 @@ use crate::replica::{
     Cell, Change, Provenance, Replica, Stamp, Update, change_for_delete, changes_for_merge,
     changes_for_modify,
 };
-use crate::store::{Durable, Expect, Kind, WriteOp};
+use crate::store::{Durable, WriteOp};
 
 /// What [`Twins::apply_update`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -233,20 +233,20 @@ impl Inner {
                 headers: Headers::default(),
                 provenance: Some(self.forwarded(update, effective)),
             };
-            self.emit(&event, Some(&thing), Some(policy));
-            let ops = policy_op.into_iter().chain(lifted).chain([WriteOp::Put {
-                record: thing_record(&thing),
-                expect: Expect::Absent,
-            }]);
-            let durable = self.store.write(ops.collect());
-            self.register_policy(new_policy);
             let applied = Applied {
                 changes: 1,
                 revision: Some(thing.revision()),
                 refused: Vec::new(),
             };
-            *guard = Entry::Hot(thing);
-            self.hot.became_hot(&slot);
+            let created = Written::Create {
+                slot: &slot,
+                entry: &mut guard,
+                thing: Box::new(thing),
+                policy: new_policy,
+                policy_op,
+                lifted,
+            };
+            let (_, durable) = self.commit(event, None, Some(policy), created);
             return Ok((applied, Some(durable)));
         };
 
@@ -321,17 +321,12 @@ impl Inner {
                 headers: Headers::default(),
                 provenance: Some(self.forwarded(update, effective)),
             };
-            self.emit(&event, None, policy);
-            let durable = self.store.write(vec![
-                WriteOp::Delete {
-                    kind: Kind::Thing,
-                    id: id.to_string(),
-                    expect: Expect::Revision(old_revision),
-                },
-                grave,
-            ]);
-            *guard = Entry::Absent;
-            self.hot.became_cold();
+            let deleted = Written::Delete {
+                entry: &mut guard,
+                old_revision,
+                grave: Some(grave),
+            };
+            let (_, durable) = self.commit(event, None, policy, deleted);
             let applied = Applied {
                 changes: 1,
                 revision: None,
@@ -370,11 +365,11 @@ impl Inner {
             headers: Headers::default(),
             provenance: Some(self.forwarded(update, effective)),
         };
-        self.emit(&event, Some(thing), policy);
-        let durable = self.store.write(vec![WriteOp::Put {
-            record: thing_record(thing),
-            expect: Expect::Revision(old_revision),
-        }]);
+        let updated = Written::Update {
+            thing,
+            old_revision,
+        };
+        let (_, durable) = self.commit(event, None, policy, updated);
         let applied = Applied {
             changes: 1,
             revision: Some(thing.revision()),

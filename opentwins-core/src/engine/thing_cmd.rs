@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value};
 
 use super::access::Access;
-use super::hot::Entry;
+use super::commit::Written;
+use super::hot::{Entry, Slot};
 use super::precondition::{Preconditions, condition_failed};
 use super::transient::Split;
 use super::{Inner, Outcome, Twins, lock};
@@ -159,9 +160,7 @@ impl Inner {
                 return Err(not_found_thing(&cmd.thing_id));
             }
             pre.check_tags(None, false, "Thing")?;
-            let (thing, outcome, durable) = self.create(auth, cmd, whole)?;
-            *guard = Entry::Hot(thing);
-            self.hot.became_hot(&slot);
+            let (outcome, durable) = self.create(auth, cmd, whole, &slot, &mut guard)?;
             return Ok((outcome, Some(durable)));
         };
 
@@ -263,18 +262,12 @@ impl Inner {
                 headers: cmd.headers.for_reply(),
                 provenance,
             };
-            // Sinks first: what they write (a link's outbox) is flushed with this write.
-            self.emit(&event, None, policy.clone());
-            let delete = WriteOp::Delete {
-                kind: Kind::Thing,
-                id: cmd.thing_id.to_string(),
-                expect: Expect::Revision(old_revision),
+            let deleted = Written::Delete {
+                entry: &mut guard,
+                old_revision,
+                grave,
             };
-            let durable = self
-                .store
-                .write([delete].into_iter().chain(grave).collect());
-            *guard = Entry::Absent;
-            self.hot.became_cold();
+            let (event, durable) = self.commit(event, None, policy.clone(), deleted);
             let response = ThingResponse {
                 thing_id: cmd.thing_id,
                 action: cmd.action,
@@ -305,12 +298,11 @@ impl Inner {
         };
         // The policy may have changed with the command.
         let policy = self.policy(thing.policy_id());
-        // Sinks first: what they write (a link's outbox) is flushed with this write.
-        let event = self.emit_write(event, whole, thing, policy.clone());
-        let durable = self.store.write(vec![WriteOp::Put {
-            record: thing_record(thing),
-            expect: Expect::Revision(old_revision),
-        }]);
+        let updated = Written::Update {
+            thing,
+            old_revision,
+        };
+        let (event, durable) = self.commit(event, whole, policy.clone(), updated);
         let access = Access::new(auth, policy.as_deref());
         let response = ThingResponse {
             thing_id: cmd.thing_id,
@@ -476,13 +468,15 @@ impl Inner {
         Ok(change)
     }
 
-    /// Creates a thing (the slot is locked and empty).
+    /// Creates a thing in the locked, empty `entry` of `slot`.
     fn create(
         &self,
         auth: &AuthContext,
         cmd: ThingCommand,
         whole: Option<Value>,
-    ) -> Result<(Thing, Outcome, Durable)> {
+        slot: &Slot,
+        entry: &mut Entry,
+    ) -> Result<(Outcome, Durable)> {
         let now = Timestamp::now();
         let value = match (cmd.action, &cmd.value) {
             // A merge patch applied to nothing: what it sets, without its `null`s.
@@ -521,27 +515,31 @@ impl Inner {
             patch::merge_at(&mut seen, &Pointer::root(), &w);
             seen
         });
-        let event = self.emit_write(event, whole, &thing, Some(policy.clone()));
-        let ops = policy_op.into_iter().chain(lifted).chain([WriteOp::Put {
-            record: thing_record(&thing),
-            expect: Expect::Absent,
-        }]);
-        let durable = self.store.write(ops.collect());
-        self.register_policy(new_policy);
         let access = Access::new(auth, Some(&policy));
+        let value = access.filter(&Pointer::root(), thing.body());
+        let etag = thing.etag();
+        let created = Written::Create {
+            slot,
+            entry,
+            thing: Box::new(thing),
+            policy: new_policy,
+            policy_op,
+            lifted,
+        };
+        let (event, durable) = self.commit(event, whole, Some(policy.clone()), created);
         let response = ThingResponse {
             thing_id: cmd.thing_id,
             action: cmd.action,
             path: cmd.path,
             status: 201,
-            value: access.filter(&Pointer::root(), thing.body()),
+            value,
             headers: Headers {
-                etag: Some(thing.etag()),
+                etag: Some(etag),
                 ..cmd.headers.for_reply()
             },
         };
         let events = access.filter_event(event).into_iter().collect();
-        Ok((thing, Outcome { response, events }, durable))
+        Ok((Outcome { response, events }, durable))
     }
 
     /// The policy a new thing gets (see [`NewPolicy`]), returned with the write that stores it
@@ -641,53 +639,6 @@ impl Inner {
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<PolicyId, Arc<Policy>>> {
         super::write(&self.policies)
-    }
-
-    /// Hands an event to every sink and every subscriber, while the thing is locked.
-    pub(super) fn emit(
-        &self,
-        event: &ThingEvent,
-        thing: Option<&Thing>,
-        policy: Option<Arc<Policy>>,
-    ) {
-        for sink in super::read(&self.sinks).iter() {
-            sink.on_event(event, thing);
-        }
-        self.publish(event, policy);
-    }
-
-    /// Hands an event to subscribers only.
-    fn publish(&self, event: &ThingEvent, policy: Option<Arc<Policy>>) {
-        if self.events.has_receivers() {
-            self.events.send(Arc::new(super::subscribe::Published {
-                event: event.clone(),
-                policy,
-            }));
-        }
-    }
-
-    /// Emits a write's event: sinks get it as the thing keeps it, subscribers with the whole
-    /// value written (`whole`, when part of it was transient).
-    fn emit_write(
-        &self,
-        event: ThingEvent,
-        whole: Option<Value>,
-        thing: &Thing,
-        policy: Option<Arc<Policy>>,
-    ) -> ThingEvent {
-        let Some(whole) = whole else {
-            self.emit(&event, Some(thing), policy);
-            return event;
-        };
-        for sink in super::read(&self.sinks).iter() {
-            sink.on_event(&event, Some(thing));
-        }
-        let live = ThingEvent {
-            value: Some(whole),
-            ..event
-        };
-        self.publish(&live, policy);
-        live
     }
 }
 
@@ -869,15 +820,6 @@ fn normalise_body(thing: &Thing, value: Value) -> Value {
     body.insert("policyId".into(), policy);
     body.extend(fields);
     Value::Object(body)
-}
-
-pub(super) fn thing_record(thing: &Thing) -> Record {
-    Record {
-        kind: Kind::Thing,
-        id: thing.id().to_string(),
-        revision: thing.revision(),
-        json: thing.to_full_vec().into(),
-    }
 }
 
 pub(super) fn policy_record(policy: &Policy) -> Record {
