@@ -55,6 +55,23 @@ fn record(links: &Links) -> Arc<Mutex<Vec<(String, i64)>>> {
     seen
 }
 
+/// An edge's link `up` that posts to `remote_link` at `url`, with Basic credentials if given.
+fn http_up(url: &str, remote_link: &str, basic: Option<(&str, &str)>) -> LinkConfig {
+    LinkConfig {
+        name: "up".into(),
+        peer: PeerConfig::Http {
+            url: url.into(),
+            remote_link: remote_link.into(),
+            username: basic.map(|(u, _)| u.into()),
+            password: basic.map(|(_, p)| p.into()),
+            token: None,
+            tls: Default::default(),
+        },
+        direction: Direction::Out,
+        ..link_to("hub")
+    }
+}
+
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ok() {
@@ -124,21 +141,9 @@ async fn http_links_are_managed_at_run_time_and_carry_updates() {
         assert_eq!(s, 201);
 
         // The edge sends over HTTP as user `edge` (subject link:peer, which the policy grants).
-        edge.add(LinkConfig {
-            name: "up".into(),
-            peer: PeerConfig::Http {
-                url: base.clone(),
-                remote_link: "from-edge".into(),
-                username: Some("edge".into()),
-                password: Some("pw".into()),
-                token: None,
-                tls: Default::default(),
-            },
-            direction: Direction::Out,
-            ..link_to("hub")
-        })
-        .await
-        .unwrap();
+        edge.add(http_up(&base, "from-edge", Some(("edge", "pw"))))
+            .await
+            .unwrap();
         let id = ThingId::new("t:car").unwrap();
         edge.twins().apply(&writer(), create(&id)).await.unwrap();
         for n in 0..20 {
@@ -684,21 +689,7 @@ async fn an_auto_link_sends_json_to_a_peer_that_takes_no_digests() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(serve(listener, plain, std::future::pending::<()>()));
-        edge.add(LinkConfig {
-            name: "up".into(),
-            peer: PeerConfig::Http {
-                url: base,
-                remote_link: "x".into(),
-                username: None,
-                password: None,
-                token: None,
-                tls: Default::default(),
-            },
-            direction: Direction::Out,
-            ..link_to("hub")
-        })
-        .await
-        .unwrap();
+        edge.add(http_up(&base, "x", None)).await.unwrap();
         let id = ThingId::new("t:car").unwrap();
         edge.twins().apply(&writer(), create(&id)).await.unwrap();
         for n in 0..5 {
