@@ -105,3 +105,82 @@ async fn starts_serves_stops_on_sigterm_and_keeps_its_data() {
     .await
     .unwrap();
 }
+
+// Issue 21, item 3: logs that tools can read. Off a terminal the text log has no colour codes;
+// `--log-format json` writes one JSON object per line. Both say at start what runs and where
+// the store is, and at the end what was flushed.
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[enable]\nmqtt = false\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let binary = sibling_binary("opentwins-edge").unwrap();
+    // Each format on a fresh data directory: the first start also logs the admin token.
+    let run = |format: &str| {
+        let log = dir.path().join(format!("{format}.log"));
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("OPENTWINS_DATA_DIR", dir.path().join(format))
+            .arg("--log-format")
+            .arg(format)
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut edge = Process::start(command, LIMIT).unwrap();
+        assert!(edge.terminate(Duration::from_secs(20)).unwrap().success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+        text
+    };
+
+    let text = run("text");
+    let started = text
+        .lines()
+        .find(|l| l.contains("instance started"))
+        .expect(&text);
+    assert!(
+        started.contains("store=") && started.contains("things="),
+        "{started}"
+    );
+    assert!(text.contains("instance stopped"), "{text}");
+
+    let json = run("json");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let started = lines
+        .iter()
+        .find(|v| message(v) == "instance started")
+        .expect(&json);
+    assert!(
+        started["fields"]["store"]
+            .as_str()
+            .unwrap()
+            .ends_with("store"),
+        "{started}"
+    );
+    assert_eq!(started["level"], "INFO");
+    assert!(
+        lines
+            .iter()
+            .any(|v| message(v).starts_with("instance stopped")),
+        "{json}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| message(v).starts_with("generated the administrator token")),
+        "{json}"
+    );
+}

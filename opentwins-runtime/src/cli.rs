@@ -21,6 +21,19 @@ pub struct Args {
     /// Print the effective configuration (file + environment) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Log format on stderr: `text` (colours only on a terminal, none with `NO_COLOR`) or
+    /// `json` (one object per line, for log shippers). Also `OPENTWINS_LOG_FORMAT`.
+    #[arg(long, value_enum, env = "OPENTWINS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The configuration `args` and the environment describe.
@@ -39,14 +52,23 @@ pub fn load(role: Role, args: &Args) -> anyhow::Result<InstanceConfig> {
     Ok(config)
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`). Text has colours only
+/// when stderr is a terminal and `NO_COLOR` is not set.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// The whole program of a binary: parse, configure, run until a signal, shut down.
@@ -62,7 +84,7 @@ pub fn main(role: Role) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    init_logging();
+    init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,11 +96,13 @@ pub fn main(role: Role) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let instance = Instance::start(config).await?;
+        // Caught from before the announcement on: a SIGTERM right after it is a clean stop.
+        let stop = signal();
         if let Some(addr) = instance.http_addr() {
             // One line on stdout that scripts and tests wait for.
             println!("listening on {scheme}://{addr}");
         }
-        signal().await;
+        stop.await;
         tracing::info!("shutting down");
         instance.shutdown().await
     })
@@ -95,22 +119,37 @@ fn header(role: Role) -> String {
     )
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM received after this call (the handlers are
+/// installed when it is called, not when the future is first polled). Needs a runtime.
+pub fn signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = term => {}
+                () = int => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

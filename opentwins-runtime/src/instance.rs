@@ -137,12 +137,20 @@ impl Instance {
         } else {
             None
         };
+        let link_names: Vec<String> = links
+            .configs()
+            .into_iter()
+            .map(|c| format!("{} ({})", c.name, c.peer.describe()))
+            .collect();
         tracing::info!(
             instance = %config.instance_id,
             http = ?http.as_ref().map(|(a, _)| *a),
             mqtt = config.enable.mqtt.then_some(config.mqtt.broker.as_str()),
             processor = config.enable.processor,
-            links = links.configs().len(),
+            store = %config.store.path.display(),
+            things = twins.thing_count(),
+            history = config.enable.history,
+            links = ?link_names,
             "instance started"
         );
         Ok(Instance {
@@ -208,6 +216,14 @@ impl Instance {
         if let Some(processor) = self.processor {
             processor.shutdown().await;
         }
+        // What the links keep for the next start (waiting in their outboxes).
+        let waiting: Vec<String> = self
+            .links
+            .status()
+            .iter()
+            .filter(|s| s.backlog > 0)
+            .map(|s| format!("{}: {}", s.name, s.backlog))
+            .collect();
         self.links.shutdown().await;
         // Until it ends it holds the database: a start in the same directory right after this
         // one would find it locked.
@@ -216,7 +232,13 @@ impl Instance {
         }
         self.twins.quiesce().await;
         self.store.close().context("flushing the store")?;
-        tracing::info!(instance = %self.config.instance_id, "instance stopped");
+        tracing::info!(
+            instance = %self.config.instance_id,
+            things = self.twins.thing_count(),
+            store = %self.config.store.path.display(),
+            outbox_backlog = ?waiting,
+            "instance stopped: every acknowledged write flushed to the store"
+        );
         Ok(())
     }
 }
@@ -391,10 +413,12 @@ fn admin_token(config: &mut InstanceConfig) -> anyhow::Result<()> {
                 .open(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
             writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "opentwins: generated the administrator token (subject {ADMIN}) into {}; \
-                 send it as 'Authorization: Bearer <token>' to manage connections",
-                path.display()
+            // A log line (in the log's format), at a level the default filter shows.
+            tracing::warn!(
+                subject = ADMIN,
+                file = %path.display(),
+                "generated the administrator token; send it as 'Authorization: Bearer <token>' \
+                 to manage connections"
             );
             token
         }

@@ -181,7 +181,7 @@ pub(super) fn connect(links: &Links, config: &LinkConfig) -> Result<Arc<dyn Tran
                         .subscribe_with_options(filter.as_str(), qos, opts(), None)
                         .await
                 {
-                    tracing::error!(%filter, error = %e, "link subscribe failed");
+                    tracing::error!(link = %name, %filter, error = %e, "link subscribe failed");
                     *lock(&problem) = Some(format!("subscribing to '{filter}' failed: {e}"));
                     return;
                 }

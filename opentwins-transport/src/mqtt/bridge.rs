@@ -18,6 +18,7 @@ use paho_mqtt as paho;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tracing::Instrument as _;
 
 use super::config::{Mapping, MqttConfig, PACKET_HEADROOM};
 use super::connect;
@@ -97,6 +98,8 @@ struct Shared {
     done: watch::Sender<bool>,
     /// Notified when the connection is lost (see [`connect::keep_connected`]).
     lost: Notify,
+    /// The span every log line of this bridge is in (it names the client).
+    span: tracing::Span,
 }
 
 /// A cheap, cloneable handle on a running bridge.
@@ -313,12 +316,13 @@ impl MqttBridge {
 
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         let shared = Arc::new(Shared {
-            config,
             state,
             counters: Counters::default(),
             shutdown: watch::channel(false).0,
             done: watch::channel(false).0,
             lost: Notify::new(),
+            span: tracing::info_span!("mqtt_bridge", client = %config.client_id()),
+            config,
         });
         let routes = Arc::new(routes);
         let (tx, inbound) = mpsc::channel(shared.config.inbound_queue);
@@ -404,10 +408,12 @@ fn install_callbacks(
     let r = routes.clone();
     client.set_connected_callback(move |cli| {
         let (s, r, cli) = (s.clone(), r.clone(), cli.clone());
-        runtime.spawn(on_connected(s, r, cli));
+        let span = s.span.clone();
+        runtime.spawn(on_connected(s, r, cli).instrument(span));
     });
     let s = shared.clone();
     client.set_connection_lost_callback(move |_| {
+        let _span = s.span.enter();
         inc(&s.counters.connections_lost);
         tracing::warn!("MQTT connection lost; reconnecting");
         s.state.send_replace(ConnectionState::Reconnecting);
@@ -415,6 +421,7 @@ fn install_callbacks(
     });
     let s = shared.clone();
     client.set_disconnected_callback(move |_, _, reason| {
+        let _span = s.span.enter();
         tracing::warn!(%reason, "the MQTT broker disconnected us; reconnecting");
         inc(&s.counters.connections_lost);
         s.state.send_replace(ConnectionState::Reconnecting);
@@ -464,8 +471,13 @@ async fn on_connected(shared: Arc<Shared>, routes: Arc<Vec<Route>>, client: paho
 }
 
 impl MqttDriver {
-    /// Runs the bridge until [`MqttHandle::shutdown`].
+    /// Runs the bridge until [`MqttHandle::shutdown`]; its log lines name its client.
     pub async fn run(self) {
+        let span = self.shared.span.clone();
+        self.drive().instrument(span).await;
+    }
+
+    async fn drive(self) {
         let MqttDriver {
             shared,
             client,
@@ -676,16 +688,20 @@ fn watch_delivery(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let shared = shared.clone();
-    tokio::spawn(async move {
-        match token.await {
-            Ok(()) => inc(&shared.counters.messages_out),
-            Err(e) => {
-                inc(&shared.counters.publish_errors);
-                tracing::warn!(error = %e, "MQTT publish failed");
+    let span = shared.span.clone();
+    tokio::spawn(
+        async move {
+            match token.await {
+                Ok(()) => inc(&shared.counters.messages_out),
+                Err(e) => {
+                    inc(&shared.counters.publish_errors);
+                    tracing::warn!(error = %e, "MQTT publish failed");
+                }
             }
+            drop(permit);
         }
-        drop(permit);
-    });
+        .instrument(span),
+    );
 }
 
 /// Ditto's `fields` on an event (as its SSE stream applies them): the event's value placed at
