@@ -97,6 +97,8 @@ impl Level {
 pub enum ErrorKind {
     /// A thing id is malformed (`things:id.invalid`, 400).
     ThingIdInvalid,
+    /// The `thingId` of a body differs from the request's (`things:id.notsettable`, 400).
+    ThingIdNotSettable,
     /// A policy id is malformed (`policies:id.invalid`, 400).
     PolicyIdInvalid,
     /// The body is not valid JSON (`json.invalid`, 400).
@@ -126,9 +128,11 @@ pub enum ErrorKind {
     ThingConflict,
     /// The thing (or a value) exceeds the configured size limit (`things:thing.toolarge`, 413).
     ThingTooLarge,
-    /// A precondition (`if-match`, `if-none-match`, `condition`) failed
-    /// (`things:precondition.failed`, 412).
+    /// An `if-match` or `if-none-match` precondition failed (`things:precondition.failed`,
+    /// 412).
     PreconditionFailed,
+    /// A `condition` (RQL on the thing) does not hold (`things:condition.failed`, 412).
+    ConditionFailed,
     /// `if-none-match` matched on a retrieve (`things:precondition.notmodified`, 304).
     PreconditionNotModified,
     /// The policy does not exist or the subject may not read it (`policies:policy.notfound`, 404).
@@ -154,8 +158,9 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kinds that name no level, each once. `RevisionConflict` is left out: it shares
     /// `things:thing.conflict` with `ThingConflict`, which is what that code reads back as.
-    pub const SIMPLE: [ErrorKind; 23] = [
+    pub const SIMPLE: [ErrorKind; 25] = [
         ErrorKind::ThingIdInvalid,
+        ErrorKind::ThingIdNotSettable,
         ErrorKind::PolicyIdInvalid,
         ErrorKind::JsonInvalid,
         ErrorKind::JsonFieldInvalid,
@@ -169,6 +174,7 @@ impl ErrorKind {
         ErrorKind::ThingConflict,
         ErrorKind::ThingTooLarge,
         ErrorKind::PreconditionFailed,
+        ErrorKind::ConditionFailed,
         ErrorKind::PreconditionNotModified,
         ErrorKind::PolicyNotFound,
         ErrorKind::PolicyNotModifiable,
@@ -193,13 +199,13 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         use ErrorKind::*;
         match self {
-            ThingIdInvalid | PolicyIdInvalid | JsonInvalid | JsonFieldInvalid | PointerInvalid
-            | HeaderInvalid | RqlInvalid | OptionInvalid | FieldSelectorInvalid | PolicyInvalid
-            | ProtocolInvalid => 400,
+            ThingIdInvalid | ThingIdNotSettable | PolicyIdInvalid | JsonInvalid
+            | JsonFieldInvalid | PointerInvalid | HeaderInvalid | RqlInvalid | OptionInvalid
+            | FieldSelectorInvalid | PolicyInvalid | ProtocolInvalid => 400,
             NotModifiable(_) | ThingNotCreatable | PolicyNotModifiable => 403,
             NotFound(_) | PathUnknown | PolicyNotFound | PolicyEntryNotFound => 404,
             ThingConflict | PolicyConflict | RevisionConflict => 409,
-            PreconditionFailed => 412,
+            PreconditionFailed | ConditionFailed => 412,
             ThingTooLarge | PolicyTooLarge => 413,
             PreconditionNotModified => 304,
             Unavailable => 503,
@@ -215,6 +221,7 @@ impl ErrorKind {
                 return Cow::Owned(format!("things:{}.notmodifiable", level.code_name()));
             }
             ThingIdInvalid => "things:id.invalid",
+            ThingIdNotSettable => "things:id.notsettable",
             PolicyIdInvalid => "policies:id.invalid",
             JsonInvalid => "json.invalid",
             JsonFieldInvalid => "json.field.invalid",
@@ -228,6 +235,7 @@ impl ErrorKind {
             ThingConflict | RevisionConflict => "things:thing.conflict",
             ThingTooLarge => "things:thing.toolarge",
             PreconditionFailed => "things:precondition.failed",
+            ConditionFailed => "things:condition.failed",
             PreconditionNotModified => "things:precondition.notmodified",
             PolicyNotFound => "policies:policy.notfound",
             PolicyNotModifiable => "policies:policy.notmodifiable",

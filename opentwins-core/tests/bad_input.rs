@@ -277,7 +277,7 @@ async fn patches_that_would_change_identity() {
         None,
         command(Action::Merge, "/", Some(json!({"thingId": "ns:other"}))),
         400,
-        "things:id.invalid",
+        "things:id.notsettable",
     )
     .await;
     rejects(
@@ -285,7 +285,7 @@ async fn patches_that_would_change_identity() {
         None,
         command(Action::Modify, "/", Some(json!({"thingId": "ns:other"}))),
         400,
-        "things:id.invalid",
+        "things:id.notsettable",
     )
     .await;
     rejects(

@@ -380,7 +380,10 @@ async fn preconditions() {
     // condition: RQL over the current thing.
     let cond = |c: &str| with_headers(modify(), json!({"condition": c}));
     let e = err(&tw, &a, cond("gt(attributes/temp,30)")).await;
-    assert_eq!(e.code(), "things:precondition.failed");
+    assert_eq!(
+        (e.status(), e.code().as_ref()),
+        (412, "things:condition.failed")
+    );
     ok(&tw, &a, cond("lt(attributes/temp,30)")).await;
     assert_eq!(
         err(&tw, &a, cond("lt(attributes/temp,")).await.code(),

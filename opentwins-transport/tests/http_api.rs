@@ -358,7 +358,7 @@ async fn preconditions_and_ditto_headers() {
         Some("3"),
     )
     .await;
-    r.error(412, "things:precondition.failed");
+    r.error(412, "things:condition.failed");
     let r = call(
         &app,
         "PUT",
@@ -490,6 +490,17 @@ async fn create_with_generated_id_and_retrieve_many() {
     )
     .await
     .error(400, "things:id.invalid");
+    // The id is the server's to choose: one in the body is refused, as Ditto does.
+    call(
+        &app,
+        "POST",
+        "/api/2/things",
+        Some(&alice()),
+        &[],
+        Some(r#"{"thingId": "t.gen:mine"}"#),
+    )
+    .await
+    .error(400, "things:id.notsettable");
 
     let r = get(
         &app,

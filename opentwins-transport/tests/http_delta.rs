@@ -330,7 +330,7 @@ async fn errors_are_the_engines_and_the_apis() {
         None,
     )
     .await;
-    r.error(412, "things:precondition.failed");
+    r.error(412, "things:condition.failed");
 }
 
 #[tokio::test]

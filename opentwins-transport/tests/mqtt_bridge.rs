@@ -669,7 +669,7 @@ async fn bad_ditto_commands_get_ditto_errors_and_change_nothing() {
                 "thingId change",
                 modify("/", json!({"thingId": "test.bad:other"}), json!({})),
                 400,
-                "things:id.invalid",
+                "things:id.notsettable",
             ),
             (
                 "no permission",

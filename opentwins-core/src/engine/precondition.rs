@@ -113,7 +113,7 @@ impl Preconditions {
 /// The error of a `condition` that does not hold.
 pub(super) fn condition_failed(condition: &Filter) -> Error {
     Error::new(
-        ErrorKind::PreconditionFailed,
+        ErrorKind::ConditionFailed,
         format!(
             "The specified condition '{condition}' does not match the state of the requested Thing."
         ),

@@ -96,12 +96,14 @@ pub fn validate(id: &ThingId, level: Level, value: &Value, mode: Mode) -> Result
                         })?;
                         if s != id.as_str() {
                             return Err(Error::new(
-                                ErrorKind::ThingIdInvalid,
+                                ErrorKind::ThingIdNotSettable,
                                 format!(
-                                    "The thingId '{s}' in the body does not match the Thing ID '{id}' of the request."
+                                    "The thingId '{s}' in the body differs from the Thing ID '{id}' of the request."
                                 ),
                             )
-                            .with_description("The thingId of an existing Thing cannot be changed."));
+                            .with_description(
+                                "Leave thingId out of the body, or give the one of the request.",
+                            ));
                         }
                     }
                     _ => match Level::Thing.child(key) {
