@@ -549,6 +549,60 @@ async fn search_and_count() {
     .await;
     assert_eq!(r.json()["items"], json!([{"thingId": "t.search:s2"}]));
     assert!(r.json().get("cursor").is_none());
+    // The same search form-encoded in a POST body (Ditto's; its JavaScript client's
+    // `postSearch`), the body's parameters before the query's; any other body type is a 415.
+    let form = "filter=ge(attributes%2Fn%2C2)&option=sort(-attributes/n),size(2)\
+                &namespaces=t.search&fields=thingId";
+    let ct = [("content-type", "application/x-www-form-urlencoded")];
+    let r = call(
+        &app,
+        "POST",
+        "/api/2/search/things?fields=policyId",
+        Some(&alice()),
+        &ct,
+        Some(form),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["items"],
+        json!([{"thingId": "t.search:s4"}, {"thingId": "t.search:s3"}])
+    );
+    let r = call(
+        &app,
+        "POST",
+        "/api/2/search/things",
+        Some(&alice()),
+        &ct,
+        Some("filter=eq(attributes/n,1)"),
+    )
+    .await;
+    assert_eq!(
+        r.json()["items"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text
+    );
+    call(
+        &app,
+        "POST",
+        "/api/2/search/things",
+        Some(&alice()),
+        &[("content-type", "text/plain")],
+        Some("filter=x"),
+    )
+    .await
+    .error(415, "mediatype.unsupported");
+    call(
+        &app,
+        "POST",
+        "/api/2/search/things",
+        Some(&alice()),
+        &ct,
+        Some("filter=eq(attributes/n"),
+    )
+    .await
+    .error(400, "rql.expression.invalid");
     let r = get(&app, "/api/2/search/things/count?filter=eq(attributes/n,1)").await;
     assert_eq!(r.text, "2");
     let r = get(

@@ -364,7 +364,10 @@ pub fn app(state: HttpState) -> Router {
             "/api/2/things/{thingId}/features/{featureId}/delta",
             get(delta::feature),
         )
-        .route("/api/2/search/things", get(search::search))
+        .route(
+            "/api/2/search/things",
+            get(search::search).post(search::search_form),
+        )
         .route("/api/2/search/things/count", get(search::count))
         .route("/api/2/connections", get(connections::list))
         .route(
@@ -628,12 +631,15 @@ async fn browser_guard(
         let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
             || h.get(axum::http::header::CONTENT_LENGTH)
                 .is_some_and(|len| len.as_bytes() != b"0");
-        // A link's binary batch is no type a page can send without asking either (CORS).
-        let batch = h
-            .get(axum::http::header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes() == crate::link::BINARY_CONTENT_TYPE.as_bytes());
+        // A link's binary batch is no type a page can send without asking either (CORS). A
+        // form-encoded search changes nothing (and a foreign page's is refused above).
+        let ct = request::content_type(h);
+        let batch = ct.as_deref() == Some(crate::link::BINARY_CONTENT_TYPE);
+        let search_form =
+            ct.as_deref() == Some(search::FORM) && req.uri().path() == "/api/2/search/things";
         if has_body
             && !batch
+            && !search_form
             && let Err(e) = extract::require_json_type(req.headers())
         {
             return e.into_response();

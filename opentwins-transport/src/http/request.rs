@@ -35,6 +35,12 @@ impl Params {
     }
 
     /// The first value of `name`.
+    /// These parameters, then `more` (a name given in both is read from these).
+    pub(crate) fn then(mut self, more: Params) -> Self {
+        self.0.extend(more.0);
+        self
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

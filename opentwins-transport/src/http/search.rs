@@ -1,14 +1,18 @@
 //! `/api/2/search/things` (`{"items": [..], "cursor": ".."}`) and `/api/2/search/things/count`
 //! (a plain number), with `filter`, `option` (`sort(..)`, `size(..)`, `cursor(..)`), `fields`
-//! and `namespaces`.
+//! and `namespaces`; `POST /api/2/search/things` takes them form-encoded in the body, as
+//! Ditto does (long filters do not fit in a URL).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use opentwins_core::protocol::Headers;
 use serde_json::{Map, Value};
 
+use opentwins_core::policy::AuthContext;
+
 use super::error::ApiError;
-use super::request::{Params, off_workers, reply};
+use super::extract::RawBody;
+use super::request::{Params, content_type, off_workers, reply};
 use super::{Caller, HttpState};
 
 /// `GET /api/2/search/things`.
@@ -17,6 +21,38 @@ pub(super) async fn search(
     Caller(auth): Caller,
     params: Params,
 ) -> Response {
+    run(st, auth, params).await
+}
+
+/// The media type of a `POST /api/2/search/things` body.
+pub(super) const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `POST /api/2/search/things`: the parameters form-encoded in the body (before those of the
+/// query string).
+pub(super) async fn search_form(
+    State(st): State<HttpState>,
+    Caller(auth): Caller,
+    params: Params,
+    headers: axum::http::HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let ct = content_type(&headers);
+    if !body.is_empty() && ct.as_deref() != Some(FORM) {
+        return ApiError::media_type(ct.as_deref(), FORM).into_response();
+    }
+    let Ok(form) = std::str::from_utf8(&body) else {
+        return ApiError::new(
+            400,
+            "gateway:request.invalid",
+            "The form-encoded body is not UTF-8.",
+            "Send the search parameters form-encoded in UTF-8.",
+        )
+        .into_response();
+    };
+    run(st, auth, Params::parse(Some(form)).then(params)).await
+}
+
+async fn run(st: HttpState, auth: AuthContext, params: Params) -> Response {
     let result = off_workers(move || {
         let filter = with_namespaces(params.get("filter"), params.list("namespaces"));
         let fields = params.fields()?;
