@@ -44,6 +44,18 @@ pub(super) enum Asked {
     Failed(String),
 }
 
+impl Asked {
+    /// A peer's refusal with `status` (HTTP, or the status an MQTT answer carries): a peer
+    /// without the resource (a plain Ditto, an older instance) or that cannot read the request
+    /// takes no digests; anything else may pass.
+    pub(super) fn refused(status: u16, why: String) -> Asked {
+        match status {
+            400 | 404 | 405 | 415 => Asked::Unsupported(why),
+            _ => Asked::Failed(why),
+        }
+    }
+}
+
 /// What the sender asks (fields a later version adds are ignored).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Request {
@@ -322,16 +334,17 @@ impl Links {
     ) -> bool {
         let mut all = thing.clocks().clone();
         all.fill_values(&opentwins_core::engine::replicated(thing.body()));
-        let changes: Vec<Change> = match peer {
-            None => all.changes().collect(),
-            Some((scope, peer)) => all
-                .changes()
-                .filter(|c| {
-                    scope
-                        .carry(c.clone())
-                        .is_some_and(|compared| peer.would_take(&compared))
-                })
-                .collect(),
+        let changes = match peer {
+            None => all,
+            Some((scope, peer)) => Replica::from(
+                all.changes()
+                    .filter(|c| {
+                        scope
+                            .carry(c.clone())
+                            .is_some_and(|compared| peer.would_take(&compared))
+                    })
+                    .collect::<Vec<Change>>(),
+            ),
         };
         if changes.is_empty() {
             return false;
@@ -340,7 +353,7 @@ impl Links {
         let provenance = Provenance {
             origin: me.clone(),
             hops: vec![me],
-            changes: Replica::from(changes),
+            changes,
         };
         link.enqueue(&provenance, thing.id(), Some(thing))
     }

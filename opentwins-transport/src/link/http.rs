@@ -229,14 +229,19 @@ where
     Ok(sender)
 }
 
+/// A peer's non-2xx answer, for the link's status (the body's first 300 characters).
+fn refusal(status: hyper::StatusCode, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    format!("peer answered {status}: {text}")
+}
+
 /// What the peer's answer means: `Ok(None)` applied, `Ok(Some(why))` refused for good (sending
 /// it again will not help), `Err(why)` worth retrying.
 fn answer(status: hyper::StatusCode, body: &[u8]) -> Result<Option<String>, String> {
     if status.is_success() {
         return Ok(None);
     }
-    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
-    let why = format!("peer answered {status}: {text}");
+    let why = refusal(status, body);
     // Server errors, timeouts and throttling may pass; other client errors will not.
     if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
         Err(why)
@@ -280,14 +285,7 @@ impl Transport for HttpPeer {
             if status.is_success() {
                 return Ok(answer.to_vec());
             }
-            let text: String = String::from_utf8_lossy(&answer).chars().take(300).collect();
-            let why = format!("peer answered {status}: {text}");
-            // A peer without the resource (a plain Ditto, an older instance) or that cannot
-            // read the request takes no digests; anything else may pass.
-            match status.as_u16() {
-                400 | 404 | 405 | 415 => Err(Asked::Unsupported(why)),
-                _ => Err(Asked::Failed(why)),
-            }
+            Err(Asked::refused(status.as_u16(), refusal(status, &answer)))
         }))
     }
 }

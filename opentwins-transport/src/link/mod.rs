@@ -724,6 +724,12 @@ impl Link {
         }
     }
 
+    /// Whether the link sends binary batches now (its `wire`, and what the peer said).
+    fn sends_binary(&self) -> bool {
+        self.config
+            .sends_binary(self.stats.peer_binary.load(Ordering::Relaxed))
+    }
+
     /// The part of an update this link carries; `None` when it carries nothing of it: only the
     /// "is an object" marks above selected paths would be left, and the update neither removes
     /// nor writes the whole thing.
@@ -784,10 +790,7 @@ impl Link {
             refused_by_peer: self.stats.refused.load(Ordering::Relaxed),
             coalesced: o.coalesced_total,
             dropped: o.dropped_total,
-            wire: if self
-                .config
-                .sends_binary(self.stats.peer_binary.load(Ordering::Relaxed))
-            {
+            wire: if self.sends_binary() {
                 Wire::Binary
             } else {
                 Wire::Json
@@ -848,8 +851,7 @@ async fn send_loop(links: Weak<Shared>, link: Arc<Link>, mut stopped: watch::Rec
                 break;
             };
             after = last.seq;
-            let binary = config.sends_binary(link.stats.peer_binary.load(Ordering::Relaxed));
-            let message = batch_message(&entries, binary);
+            let message = batch_message(&entries, link.sends_binary());
             let bytes = message.len() as u64;
             window_bytes += bytes;
             window.push_back(InFlight {

@@ -496,10 +496,7 @@ fn refusal(answer: &[u8]) -> Option<Asked> {
         "the peer refused the digest request ({}): {}",
         r.status, r.message
     );
-    Some(match r.status {
-        400 | 404 | 405 | 415 => Asked::Unsupported(why),
-        _ => Asked::Failed(why),
-    })
+    Some(Asked::refused(r.status, why))
 }
 
 /// The placeholder of [`super::LinkConfig::subject`] for the peer a topic names.
