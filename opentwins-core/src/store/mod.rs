@@ -1,4 +1,5 @@
-//! Persistence: the [`Store`] trait and its backends (memory, sled).
+//! Persistence: the [`Store`] trait and its backends (memory, sled; PostgreSQL in the
+//! `opentwins-postgres` crate), and the [`contract`] every backend passes.
 //!
 //! A store keeps *records*: the JSON of a thing or a policy with its revision. The engine keeps
 //! the working state in memory and hands every change to the store, in order, as it happens;
@@ -11,6 +12,7 @@ use std::task::{Context, Poll};
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub mod contract;
 mod memory;
 mod sled;
 
