@@ -10,6 +10,7 @@ use opentwins_core::history::HistoryConfig;
 use opentwins_core::store::SledConfig;
 use opentwins_core::{EngineConfig, Limits};
 use opentwins_infer::processor::ProcessorConfig;
+use opentwins_postgres::PgConfig;
 use opentwins_transport::http::HttpConfig;
 use opentwins_transport::link::LinkConfig;
 use opentwins_transport::mqtt::{Mapping, MqttConfig, SubscriptionConfig, TlsConfig};
@@ -61,8 +62,9 @@ pub struct InstanceConfig {
     pub links: Vec<LinkConfig>,
     /// Limits and transient paths.
     pub engine: EngineConfig,
-    /// The sled store (`path` is ignored: see `data_dir`).
-    pub store: SledConfig,
+    /// Where things and policies persist: the embedded sled database (default; `path` is
+    /// ignored: see `data_dir`) or PostgreSQL (`store = { kind = "postgres", url = "…" }`).
+    pub store: StoreConfig,
     /// The HTTP API: authentication, limits.
     pub http: HttpConfig,
     /// The MQTT bridge (`OPENTWINS_BROKER_URL` sets `mqtt.broker`).
@@ -326,7 +328,7 @@ impl InstanceConfig {
                 transient: vec![FRAME.into()],
                 ..EngineConfig::default()
             },
-            store: SledConfig::default(),
+            store: StoreConfig::default(),
             http,
             mqtt,
             model: ModelConfig::default(),
@@ -377,7 +379,77 @@ impl InstanceConfig {
     pub fn resolve(&mut self) {
         self.engine.instance_id = self.instance_id.clone();
         self.mqtt.instance_id = self.instance_id.clone();
-        self.store.path = self.data_dir.join("store");
+        if let StoreConfig::Sled(sled) = &mut self.store {
+            sled.path = self.data_dir.join("store");
+        }
+    }
+
+    /// The sled database of this instance (`{data_dir}/store`): the store itself, or with
+    /// PostgreSQL the home of the history and the links' outboxes (docs/storage.md).
+    pub fn local_store(&self) -> SledConfig {
+        match &self.store {
+            StoreConfig::Sled(sled) => sled.clone(),
+            StoreConfig::Postgres(_) => SledConfig::new(self.data_dir.join("store")),
+        }
+    }
+}
+
+/// Where things and policies persist. In TOML a table whose `kind` picks the backend
+/// (`"sled"` when absent) and whose other keys are that backend's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// The embedded sled database (`kind = "sled"`).
+    Sled(SledConfig),
+    /// PostgreSQL (`kind = "postgres"`).
+    Postgres(PgConfig),
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sled(SledConfig::default())
+    }
+}
+
+impl Serialize for StoreConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let (kind, value) = match self {
+            StoreConfig::Sled(c) => ("sled", toml::Value::try_from(c)),
+            StoreConfig::Postgres(c) => ("postgres", toml::Value::try_from(c)),
+        };
+        let mut table = match value.map_err(S::Error::custom)? {
+            toml::Value::Table(table) => table,
+            _ => return Err(S::Error::custom("a store configuration is a table")),
+        };
+        table.insert("kind".to_owned(), toml::Value::String(kind.to_owned()));
+        table.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let kind = match table.remove("kind") {
+            None => "sled".to_owned(),
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "store.kind must be \"sled\" or \"postgres\", not {other}"
+                )));
+            }
+        };
+        let rest = toml::Value::Table(table);
+        match kind.as_str() {
+            "sled" => rest.try_into().map(StoreConfig::Sled),
+            "postgres" => rest.try_into().map(StoreConfig::Postgres),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "store.kind must be \"sled\" or \"postgres\", not \"{other}\""
+                )));
+            }
+        }
+        .map_err(|e| D::Error::custom(format!("store: {e}")))
     }
 }
 
@@ -438,8 +510,47 @@ mod tests {
         );
         assert_eq!(c.mqtt.broker, "tcp://broker:1883");
         assert_eq!(c.hub.url, "mqtt://broker:1883");
-        assert_eq!(c.store.path, PathBuf::from("data/edge/store"));
+        assert_eq!(c.local_store().path, PathBuf::from("data/edge/store"));
         c.apply_env(|k| (k == "OPENTWINS_BROKER_URL").then(String::new));
         assert!(!c.enable.mqtt);
+    }
+
+    #[test]
+    fn store_kinds() {
+        let sled: StoreConfig = toml::from_str("max_batch_ops = 5").unwrap();
+        let StoreConfig::Sled(c) = &sled else {
+            panic!("{sled:?}")
+        };
+        assert_eq!(c.max_batch_ops, 5);
+        let pg: StoreConfig =
+            toml::from_str("kind = \"postgres\"\nurl = \"postgres://root@db/twins\"").unwrap();
+        assert_eq!(
+            pg,
+            StoreConfig::Postgres(PgConfig {
+                url: "postgres://root@db/twins".into(),
+                ..PgConfig::default()
+            })
+        );
+        for round in [sled, pg] {
+            let text = toml::to_string(&round).unwrap();
+            assert_eq!(
+                toml::from_str::<StoreConfig>(&text).unwrap(),
+                round,
+                "{text}"
+            );
+        }
+        for bad in [
+            "kind = \"mongo\"",
+            "kind = 3",
+            "kind = \"postgres\"\npath = \"x\"",
+            "kind = \"sled\"\nurl = \"x\"",
+        ] {
+            assert!(toml::from_str::<StoreConfig>(bad).is_err(), "{bad}");
+        }
+        let mut c = InstanceConfig::defaults(Role::Hub);
+        c.store = StoreConfig::Postgres(PgConfig::default());
+        c.data_dir = PathBuf::from("/d");
+        c.resolve();
+        assert_eq!(c.local_store().path, PathBuf::from("/d/store"));
     }
 }

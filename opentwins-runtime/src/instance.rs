@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use opentwins_core::history::{History, HistorySink, SledHistory, run_retention};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, PolicyCommand, ThingCommand};
-use opentwins_core::store::SledStore;
+use opentwins_core::store::{SledStore, Store};
 use opentwins_core::{ErrorKind, Pointer, PolicyId, ThingId, Twins};
 use opentwins_infer::{LaneModel, Processor, ProcessorHandle};
 use opentwins_transport::http::metrics::Registry;
@@ -23,7 +23,9 @@ use opentwins_transport::http::{
 use opentwins_transport::link::{Direction, LinkConfig, Links, PeerConfig};
 use opentwins_transport::mqtt::{MqttBridge, MqttHandle};
 
-use crate::config::{ADMIN, InstanceConfig, PROCESSOR};
+use opentwins_postgres::PgStore;
+
+use crate::config::{ADMIN, InstanceConfig, PROCESSOR, StoreConfig};
 
 /// How long a start waits for its links to connect before it goes on without them.
 const LINKS_READY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -34,7 +36,10 @@ pub struct Instance {
     config: InstanceConfig,
     twins: Twins,
     links: Links,
-    store: Arc<SledStore>,
+    /// The sled database: the store, or beside PostgreSQL the history's and outboxes' home.
+    local: Arc<SledStore>,
+    /// The PostgreSQL store, when configured.
+    postgres: Option<Arc<PgStore>>,
     registry: Registry,
     http: Option<(SocketAddr, JoinHandle<()>)>,
     mqtt: Option<(MqttHandle, JoinHandle<()>)>,
@@ -58,18 +63,43 @@ impl Instance {
             .install()
             .map_err(anyhow::Error::msg)
             .context("installing the limits")?;
-        let store = Arc::new(
-            SledStore::open(config.store.clone())
-                .with_context(|| format!("opening the store at {:?}", config.store.path))?,
+        let local_config = config.local_store();
+        let local = Arc::new(
+            SledStore::open(local_config.clone())
+                .with_context(|| format!("opening the store at {:?}", local_config.path))?,
         );
-        let twins = Twins::open(config.engine.clone(), store.clone())
+        let postgres = match &config.store {
+            StoreConfig::Sled(_) => None,
+            StoreConfig::Postgres(pg) => {
+                // The outboxes and history points a write adds to the sled database are
+                // flushed before the PostgreSQL transaction that acknowledges it.
+                let db = local.db().clone();
+                let flush = move || {
+                    db.flush().map(drop).map_err(|e| {
+                        opentwins_core::Error::unavailable(format!(
+                            "flushing the outboxes and history: {e}"
+                        ))
+                    })
+                };
+                let store =
+                    PgStore::open(pg.clone(), Some(Box::new(flush))).with_context(|| {
+                        format!("opening the PostgreSQL store (schema {})", pg.schema)
+                    })?;
+                Some(Arc::new(store))
+            }
+        };
+        let store: Arc<dyn Store> = match &postgres {
+            Some(pg) => pg.clone(),
+            None => local.clone(),
+        };
+        let twins = Twins::open(config.engine.clone(), store)
             .context("loading the engine from the store")?;
         let (stop, stopped) = watch::channel(false);
         // History records from the first write on, in the store's database (as durable as it).
         let mut retention = None;
         let history = if config.enable.history {
             let history: Arc<dyn History> = Arc::new(
-                SledHistory::open(store.db())
+                SledHistory::open(local.db())
                     .context("opening the history")?
                     .with_max_points(config.history.max_points_per_path),
             );
@@ -87,7 +117,7 @@ impl Instance {
             None
         };
         let registry = Registry::new();
-        let links = Links::new(twins.clone(), store.db().clone(), None);
+        let links = Links::new(twins.clone(), local.db().clone(), None);
         for link in link_configs(&config) {
             let name = link.name.clone();
             links
@@ -147,7 +177,7 @@ impl Instance {
             http = ?http.as_ref().map(|(a, _)| *a),
             mqtt = config.enable.mqtt.then_some(config.mqtt.broker.as_str()),
             processor = config.enable.processor,
-            store = %config.store.path.display(),
+            store = %describe_store(&config),
             things = twins.thing_count(),
             history = config.enable.history,
             links = ?link_names,
@@ -157,7 +187,8 @@ impl Instance {
             config,
             twins,
             links,
-            store,
+            local,
+            postgres,
             registry,
             http,
             mqtt,
@@ -231,15 +262,27 @@ impl Instance {
             let _ = retention.await;
         }
         self.twins.quiesce().await;
-        self.store.close().context("flushing the store")?;
+        if let Some(pg) = &self.postgres {
+            pg.close().context("closing the PostgreSQL store")?;
+        }
+        self.local.close().context("flushing the store")?;
         tracing::info!(
             instance = %self.config.instance_id,
             things = self.twins.thing_count(),
-            store = %self.config.store.path.display(),
+            store = %describe_store(&self.config),
             outbox_backlog = ?waiting,
             "instance stopped: every acknowledged write flushed to the store"
         );
         Ok(())
+    }
+}
+
+/// The store in log lines: the sled directory, or PostgreSQL's schema (never the URL, which
+/// may hold a password).
+fn describe_store(config: &InstanceConfig) -> String {
+    match &config.store {
+        StoreConfig::Sled(sled) => sled.path.display().to_string(),
+        StoreConfig::Postgres(pg) => format!("postgres (schema {})", pg.schema),
     }
 }
 

@@ -10,5 +10,5 @@ pub mod dashboard;
 pub mod instance;
 pub mod process;
 
-pub use config::{InstanceConfig, Role};
+pub use config::{InstanceConfig, Role, StoreConfig};
 pub use instance::Instance;
