@@ -69,8 +69,7 @@ store_contract_suite!(
 
 /// Tests only the durable backend can pass.
 mod sled_only {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
+    use std::io::Write;
     use std::time::Instant;
 
     use super::*;
@@ -251,55 +250,19 @@ mod sled_only {
     fn kill_9_loses_no_acknowledged_write() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sled_only::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &db)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let ack = line
-                    .strip_prefix("acked ")
-                    .and_then(|n| n.parse::<u64>().ok());
-                if let Some(n) = ack
-                    && tx.send(n).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let mut acked: Option<u64> = None;
-        while acked.is_none_or(|n| n + 1 < ACKS_BEFORE_KILL) {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(n) => acked = Some(n),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the child stopped acknowledging after {acked:?}: {e}");
-                }
-            }
-        }
-        child.kill().expect("SIGKILL the child");
-        let status = child.wait().unwrap();
-        assert!(
-            !status.success(),
-            "the child was killed, not finished: {status}"
+        let lines = contract::kill_9_child(
+            "sled_only::crash_child",
+            (CHILD_ENV, db.as_os_str()),
+            TIMEOUT,
+            |line| line.contains("acked "),
+            |lines| lines.len() as u64 >= ACKS_BEFORE_KILL,
         );
-        reader.join().unwrap();
-        // Acks printed before the kill landed count too.
-        let acked = rx.try_iter().fold(acked.unwrap(), u64::max);
+        // The writes are sequential: every write up to the last acknowledged one was acked.
+        let acked = lines
+            .iter()
+            .filter_map(|l| l.rsplit_once("acked ")?.1.parse::<u64>().ok())
+            .max()
+            .expect("acknowledgements");
 
         let store = SledStore::open(SledConfig::new(&db)).expect("reopen after kill -9");
         for n in 0..=acked {

@@ -450,7 +450,6 @@ impl Committer {
             hook()?;
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
             self.client = Some(self.target.connect().await?);
         }
         let client = self.client.as_mut().expect("connected above");
@@ -598,16 +597,8 @@ async fn get(client: &Client, kind: Kind, id: String) -> Result<Option<Record>> 
         table(kind)
     );
     let row = client.query_opt(&sql, &[&id]).await.map_err(pg_error)?;
-    row.map(|row| {
-        let doc: String = row.get(1);
-        Ok(Record {
-            kind,
-            revision: to_u64(kind, &id, row.get(0))?,
-            id,
-            json: Arc::from(doc.into_bytes()),
-        })
-    })
-    .transpose()
+    row.map(|row| record(kind, id, row.get(0), row.get(1)))
+        .transpose()
 }
 
 async fn scan(client: &Client, kind: Kind) -> Result<Vec<Record>> {
@@ -617,17 +608,18 @@ async fn scan(client: &Client, kind: Kind) -> Result<Vec<Record>> {
     );
     let rows = client.query(&sql, &[]).await.map_err(pg_error)?;
     rows.into_iter()
-        .map(|row| {
-            let id: String = row.get(0);
-            let doc: String = row.get(2);
-            Ok(Record {
-                kind,
-                revision: to_u64(kind, &id, row.get(1))?,
-                id,
-                json: Arc::from(doc.into_bytes()),
-            })
-        })
+        .map(|row| record(kind, row.get(0), row.get(1), row.get(2)))
         .collect()
+}
+
+/// The record of a row's id, revision and document text.
+fn record(kind: Kind, id: String, revision: i64, doc: String) -> Result<Record> {
+    Ok(Record {
+        kind,
+        revision: to_u64(kind, &id, revision)?,
+        id,
+        json: Arc::from(doc.into_bytes()),
+    })
 }
 
 #[cfg(test)]

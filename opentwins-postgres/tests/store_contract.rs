@@ -6,11 +6,10 @@
 //! each test works in a schema of its own and drops it. Without PostgreSQL the tests skip
 //! loudly, or fail when `OPENTWINS_REQUIRE_SERVICES=1`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentwins_core::ErrorKind;
 use opentwins_core::store::contract::{self, put, thing};
@@ -308,51 +307,16 @@ fn crash_child() {
 #[test]
 fn kill_9_loses_no_acknowledged_write() {
     let Some(schema) = schema() else { return };
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &schema.name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(n) = line
-                .strip_prefix("acked ")
-                .and_then(|n| n.parse::<u64>().ok())
-                && tx.send(n).is_err()
-            {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let mut acked = Vec::new();
-    while (acked.len() as u64) < ACKS_BEFORE_KILL {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(n) => acked.push(n),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the child stopped acknowledging after {} acks: {e}",
-                    acked.len()
-                );
-            }
-        }
-    }
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the child was killed, not finished: {status}"
-    );
-    reader.join().unwrap();
-    acked.extend(rx.try_iter());
+    let acked: Vec<u64> = contract::kill_9_child(
+        "crash_child",
+        (CHILD_ENV, schema.name.as_ref()),
+        TIMEOUT,
+        |line| line.contains("acked "),
+        |lines| lines.len() as u64 >= ACKS_BEFORE_KILL,
+    )
+    .iter()
+    .filter_map(|l| l.rsplit_once("acked ")?.1.parse().ok())
+    .collect();
 
     let store = PgStore::open(schema.config(), None).expect("reopen after kill -9");
     for &n in &acked {

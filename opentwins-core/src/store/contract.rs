@@ -527,3 +527,61 @@ pub async fn concurrent_writers(store: Arc<dyn Store>) {
     assert_eq!(store.scan(Kind::Thing).unwrap().len() as u64, TASKS + 1);
     eprintln!("contended counter: {conflicts} conflicts retried");
 }
+
+/// The `kill -9` harness of the durability tests: runs this test binary's test `child` (by
+/// exact name) with `env` set, collects the lines of its standard output that `keep` accepts,
+/// SIGKILLs it as soon as `enough` holds for them, and returns every kept line, including those
+/// printed while the kill landed. Panics when the child ends or `timeout` passes first.
+pub fn kill_9_child(
+    child: &str,
+    env: (&str, &std::ffi::OsStr),
+    timeout: std::time::Duration,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+    enough: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut process = Command::new(exe)
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = process.stdout.take().expect("the child's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
+            if keep(&line) && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut lines = Vec::new();
+    while !enough(&lines) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                panic!("the child stopped after {} lines: {e}", lines.len());
+            }
+        }
+    }
+    process.kill().expect("SIGKILL the child");
+    let status = process.wait().expect("wait for the child");
+    assert!(
+        !status.success(),
+        "the child was killed, not finished: {status}"
+    );
+    reader.join().expect("the reader thread");
+    lines.extend(rx.try_iter());
+    lines
+}
