@@ -69,6 +69,18 @@ impl Node {
     }
 }
 
+/// Calls `f` on every value `path` resolves to in `doc`.
+pub(super) fn for_each_value<D: Document + ?Sized>(
+    doc: &D,
+    path: &Path,
+    f: &mut dyn FnMut(&Value),
+) {
+    any_value(doc, path, &mut |v| {
+        f(v);
+        false
+    });
+}
+
 /// Calls `f` on every value `path` resolves to in `doc`, stopping at the first `true`.
 fn any_value<D: Document + ?Sized>(
     doc: &D,

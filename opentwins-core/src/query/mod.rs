@@ -25,6 +25,7 @@
 
 mod ast;
 mod eval;
+mod index;
 mod options;
 mod parse;
 mod search;
@@ -34,8 +35,9 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 pub use ast::{CmpOp, Filter, Literal, Node, Path, Segment};
+pub use index::{MAX_KEY_BYTES, MAX_KEYS, SearchIndex};
 pub use options::{DEFAULT_SIZE, MAX_SIZE, SearchOptions, SortKey};
-pub use search::{Page, count, search};
+pub use search::{Page, PageSelect, count, id_order_start, search};
 
 use crate::model::Thing;
 

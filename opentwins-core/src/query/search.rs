@@ -6,7 +6,7 @@
 //! and `thingId` of the last item returned. The next page holds the items strictly after that
 //! position in the total order.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::cmp::Ordering;
 
 use base64::Engine as _;
@@ -109,6 +109,87 @@ pub fn search<'a>(
     })
 }
 
+/// Where a page starts when its order is by `thingId` ascending alone (no sort, or a sort whose
+/// first key is `+thingId`): `Some(after)`, with the id of the previous page's last item
+/// (`None` for the first page). `None` when another order applies. A caller that hands
+/// [`search`] only the `options.size + 1` first matches after that id gets the same page.
+pub fn id_order_start(options: &SearchOptions) -> Result<Option<Option<String>>> {
+    let cursor = options.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let sort = match &cursor {
+        Some(c) if options.sort.is_empty() => c.sort.as_slice(),
+        _ => effective_sort(&options.sort),
+    };
+    let by_id = sort
+        .first()
+        .is_none_or(|k| k.ascending && k.path.is_key("thingId"));
+    Ok(by_id.then(|| cursor.map(|c| c.thing_id)))
+}
+
+/// Chooses, among things offered one at a time, those that can be on a search's page, so that a
+/// caller copies only those ([`PageSelect::offer`]) and hands them to [`search`], which then
+/// returns the same page as over every match. Keeps the sort values of about two pages.
+pub struct PageSelect {
+    sort: Vec<SortKey>,
+    cursor: Option<Cursor>,
+    limit: usize,
+    /// Sort values and ids of the things accepted since the last pruning, and the smallest
+    /// `limit` before it.
+    kept: Vec<(Vec<Option<Value>>, String)>,
+    /// The largest of the `limit` smallest accepted so far: anything after it is not on the page.
+    bound: Option<(Vec<Option<Value>>, String)>,
+}
+
+impl PageSelect {
+    /// A selection for `options` (sort, size, cursor); errors as [`search`]'s.
+    pub fn new(options: &SearchOptions) -> Result<Self> {
+        options.validate()?;
+        let cursor = options.cursor.as_deref().map(Cursor::decode).transpose()?;
+        let sort = match &cursor {
+            Some(c) if options.sort.is_empty() => c.sort.clone(),
+            _ => effective_sort(&options.sort).to_vec(),
+        };
+        Ok(PageSelect {
+            sort,
+            cursor,
+            limit: options.size + 1,
+            kept: Vec::new(),
+            bound: None,
+        })
+    }
+
+    /// Whether `thing` (a match) can be on the page: after the cursor, and not after `limit`
+    /// things already accepted.
+    pub fn offer(&mut self, thing: &Thing) -> bool {
+        let keys: Vec<Option<Cow<'_, Value>>> = self
+            .sort
+            .iter()
+            .map(|k| single_value(thing, &k.path))
+            .collect();
+        let id = thing.id().as_str();
+        let after = |(k, i): &(Vec<Option<Value>>, String)| {
+            compare(&self.sort, &keys, id, k, i) == Ordering::Greater
+        };
+        let past_cursor = self.cursor.as_ref().is_none_or(|c| {
+            compare(&self.sort, &keys, id, &c.keys, &c.thing_id) == Ordering::Greater
+        });
+        if !past_cursor || self.bound.as_ref().is_some_and(after) {
+            return false;
+        }
+        let owned = keys.into_iter().map(|k| k.map(Cow::into_owned)).collect();
+        self.kept.push((owned, id.to_owned()));
+        if self.kept.len() >= self.limit * 2 + 16 {
+            let sort = &self.sort;
+            let cmp = |a: &(Vec<Option<Value>>, String), b: &(Vec<Option<Value>>, String)| {
+                compare(sort, &a.0, &a.1, &b.0, &b.1)
+            };
+            self.kept.select_nth_unstable_by(self.limit - 1, cmp);
+            self.kept.truncate(self.limit);
+            self.bound = self.kept.iter().max_by(|a, b| cmp(a, b)).cloned();
+        }
+        true
+    }
+}
+
 /// A candidate with its sort values.
 struct Entry<'a> {
     keys: Vec<Option<Cow<'a, Value>>>,
@@ -122,15 +203,18 @@ impl Entry<'_> {
 }
 
 /// Orders two positions: the sort keys, then the thing id ascending.
-fn compare(
+fn compare<A: Borrow<Value>, B: Borrow<Value>>(
     sort: &[SortKey],
-    a: &[Option<Cow<'_, Value>>],
+    a: &[Option<A>],
     a_id: &str,
-    b: &[Option<Cow<'_, Value>>],
+    b: &[Option<B>],
     b_id: &str,
 ) -> Ordering {
     for ((key, x), y) in sort.iter().zip(a).zip(b) {
-        let o = total_cmp(x.as_deref(), y.as_deref());
+        let o = total_cmp(
+            x.as_ref().map(Borrow::borrow),
+            y.as_ref().map(Borrow::borrow),
+        );
         let o = if key.ascending { o } else { o.reverse() };
         if o != Ordering::Equal {
             return o;

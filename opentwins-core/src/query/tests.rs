@@ -7,7 +7,7 @@ use super::*;
 use crate::error::ErrorKind;
 use crate::model::{Thing, ThingId, Timestamp};
 
-fn thing(id: &str, body: Value) -> Thing {
+pub(super) fn thing(id: &str, body: Value) -> Thing {
     Thing::new(
         ThingId::new(id).unwrap(),
         body,
@@ -1016,4 +1016,57 @@ fn filters_of_more_operators_than_the_limit_are_refused() {
     // A long `in` list is one operator.
     let values: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
     assert!(Filter::parse(&format!("in(attributes/a,{})", values.join(","))).is_ok());
+}
+
+proptest! {
+    /// Offering the matches one at a time and searching only those accepted gives the page a
+    /// search over every match gives, on every page.
+    #[test]
+    fn a_page_select_keeps_what_the_page_needs(
+        values in prop::collection::vec(prop::option::of(-5i64..5), 0..60),
+        size in 1usize..6,
+        desc in any::<bool>(),
+    ) {
+        let things: Vec<Thing> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let attrs = v.map_or(json!({}), |v| json!({"n": v}));
+                thing(&format!("ns:t{i:02}"), json!({"attributes": attrs}))
+            })
+            .collect();
+        let sort = if desc { "sort(-attributes/n)" } else { "sort(+attributes/n)" };
+        let mut cursor: Option<String> = None;
+        loop {
+            let text = match &cursor {
+                None => format!("{sort},size({size})"),
+                Some(c) => format!("{sort},size({size}),cursor({c})"),
+            };
+            let options = opts(&text);
+            let all = search(&things, None, &options).unwrap();
+            let mut select = PageSelect::new(&options).unwrap();
+            let accepted: Vec<&Thing> = things.iter().filter(|t| select.offer(t)).collect();
+            let page = search(accepted.iter().copied(), None, &options).unwrap();
+            prop_assert_eq!(&page.items, &all.items);
+            prop_assert_eq!(&page.cursor, &all.cursor);
+            prop_assert!(accepted.len() <= things.len());
+            match all.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+}
+
+#[test]
+fn a_page_select_copies_about_a_page_not_every_match() {
+    let things: Vec<Thing> = (0..1000)
+        .map(|i| thing(&format!("ns:t{i:04}"), json!({"attributes": {"n": i % 97}})))
+        .collect();
+    let options = opts("sort(+attributes/n),size(10)");
+    let mut select = PageSelect::new(&options).unwrap();
+    let accepted: Vec<&Thing> = things.iter().filter(|t| select.offer(t)).collect();
+    assert!(accepted.len() < 100, "{} accepted", accepted.len());
+    let page = search(accepted.iter().copied(), None, &options).unwrap();
+    assert_eq!(page.items, search(&things, None, &options).unwrap().items);
 }
