@@ -1,7 +1,7 @@
 //! The one commit path of a thing's write, for local commands and peers' updates alike: the
 //! event to the sinks, then to the subscribers, then one store batch with everything the write
-//! changes (the thing, a new default policy, a grave dug or lifted), then the slot and the hot
-//! set. Sinks run first: what they write in the store's database (a link's outbox entry, a
+//! changes (the thing, a new default policy, a grave dug or lifted), then the search index, the
+//! slot and the hot set. Sinks run first: what they write in the store's database (a link's outbox entry, a
 //! history point) is made durable by the same group commit as the batch.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Inner;
-use super::hot::{Entry, Slot};
+use super::hot::{Entry, Slot, SlotRef};
 use super::thing_cmd::NewThingPolicy;
 use crate::model::Thing;
 use crate::policy::Policy;
@@ -66,6 +66,7 @@ impl Inner {
                 let ops = policy_op.into_iter().chain(lifted).chain([put]);
                 let durable = self.store.write(ops.collect());
                 self.register_policy(new_policy);
+                super::write(&self.index).put(&thing, &SlotRef(slot.clone()));
                 *entry = Entry::Hot(*thing);
                 self.hot.became_hot(slot);
                 (event, durable)
@@ -79,6 +80,9 @@ impl Inner {
                     record: thing_record(thing),
                     expect: Expect::Revision(old_revision),
                 }]);
+                if super::read(&self.index).changes(thing) {
+                    super::write(&self.index).update(thing);
+                }
                 (event, durable)
             }
             Written::Delete {
@@ -95,6 +99,7 @@ impl Inner {
                 let durable = self
                     .store
                     .write([delete].into_iter().chain(grave).collect());
+                super::write(&self.index).remove(&event.thing_id);
                 *entry = Entry::Absent;
                 self.hot.became_cold();
                 (event, durable)

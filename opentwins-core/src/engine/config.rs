@@ -48,6 +48,15 @@ pub struct EngineConfig {
     /// was away) cannot bring the thing back; after it, such a change re-creates the thing.
     /// Graves are stored with the deletion, so they survive restarts.
     pub grave_lifetime_ms: u64,
+    /// Property paths indexed for search from the start (e.g. `attributes/model`), without a
+    /// wildcard. Searches and counts whose filter compares an indexed path (`eq`, `in`, `gt`,
+    /// `ge`, `lt`, `le`, `like "prefix*"`) look only at the things the index names; `thingId`
+    /// is always indexed. See docs/storage.md.
+    pub search_index: Vec<String>,
+    /// Most paths indexed in all: beyond `search_index`, a path a search filter compares is
+    /// indexed when first searched (that search scans once to fill it), until this many are.
+    /// 0 indexes only `search_index`.
+    pub max_search_indexes: usize,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +73,8 @@ impl Default for EngineConfig {
             max_clock_skew_ms: 60_000,
             cursor_key: None,
             grave_lifetime_ms: 30 * 24 * 3600 * 1000,
+            search_index: Vec::new(),
+            max_search_indexes: 16,
         }
     }
 }

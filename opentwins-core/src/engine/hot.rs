@@ -27,6 +27,30 @@ pub(super) enum Entry {
 /// One thing's slot: the lock that orders its commands.
 pub(super) type Slot = Arc<Mutex<Entry>>;
 
+/// A slot as the search index holds it: ordered by address, which tells slots apart.
+#[derive(Clone)]
+pub(super) struct SlotRef(pub(super) Slot);
+
+impl Ord for SlotRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        Arc::as_ptr(&self.0).cmp(&Arc::as_ptr(&other.0))
+    }
+}
+
+impl PartialOrd for SlotRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SlotRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SlotRef {}
+
 impl Entry {
     /// Whether a thing is there.
     pub(super) fn is_present(&self) -> bool {

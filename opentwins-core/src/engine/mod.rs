@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::model::{PolicyId, Thing, ThingId};
 use crate::policy::Policy;
 use crate::protocol::{PolicyResponse, ThingEvent, ThingResponse};
+use crate::query::{Path, SearchIndex};
 use crate::replica::Clock;
 use crate::sink::Sink;
 use crate::store::{Durable, Kind, Store};
@@ -58,7 +59,7 @@ pub struct PolicyOutcome {
     pub response: PolicyResponse,
 }
 
-use hot::{Entry, HotSet, Slot};
+use hot::{Entry, HotSet, Slot, SlotRef};
 
 const SHARDS: usize = 32;
 
@@ -170,6 +171,9 @@ struct Inner {
     composition: AtomicBool,
     /// Makes search cursors opaque ([`EngineConfig::cursor_key`]).
     cursors: seal::CursorSeal,
+    /// Every thing's id and the values at the indexed paths, updated by every commit while the
+    /// thing is locked (lock order: a slot, then the index).
+    index: RwLock<SearchIndex<SlotRef>>,
 }
 
 /// A stored record that did not load when the engine opened: the engine starts without it
@@ -215,6 +219,17 @@ impl Twins {
         let clock = Clock::new(&config.instance_id);
         let cursors = seal::CursorSeal::new(config.cursor_key.as_deref())?;
         let transient = transient::Transient::parse(&config.transient)?;
+        let indexed = config
+            .search_index
+            .iter()
+            .map(|p| match Path::parse(p) {
+                Ok(path) if path.has_wildcard() => Err(Error::field_invalid(format!(
+                    "The search index path '{p}' has a wildcard; index plain paths."
+                ))),
+                other => other,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut index = SearchIndex::new();
         let mut policies = HashMap::new();
         // Policies with equal entries (typically default policies) share them in memory.
         let mut shared: HashMap<Vec<u8>, Arc<Policy>> = HashMap::new();
@@ -249,6 +264,7 @@ impl Twins {
                 }
             };
             let slot = things.get_or_insert(&id);
+            index.insert_id(&id, &SlotRef(slot.clone()));
             if hot.limited() && n >= config.max_hot_things {
                 // Beyond the hot set, keep the stored bytes; they are parsed when used.
                 *lock(&slot) = Entry::Cold(record.json);
@@ -275,7 +291,7 @@ impl Twins {
         let pending = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_writes.max(1),
         ));
-        Ok(Twins {
+        let twins = Twins {
             inner: Arc::new(Inner {
                 config,
                 store,
@@ -295,8 +311,13 @@ impl Twins {
                 quarantined,
                 composition: AtomicBool::new(false),
                 cursors,
+                index: RwLock::new(index),
             }),
-        })
+        };
+        for path in indexed {
+            twins.build_index(path);
+        }
+        Ok(twins)
     }
 
     /// An engine on a fresh in-memory store (tests, examples, embedding).
@@ -362,6 +383,16 @@ impl Twins {
             .into_iter()
             .filter(|(_, slot)| lock(slot).is_present())
             .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The paths the search index answers from (configured, or indexed when first searched),
+    /// besides `thingId`.
+    pub fn search_indexes(&self) -> Vec<String> {
+        read(&self.inner.index)
+            .paths()
+            .filter(|(_, ready)| *ready)
+            .map(|(path, _)| path.to_string())
             .collect()
     }
 
