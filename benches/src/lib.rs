@@ -1,6 +1,7 @@
 //! Shared helpers of the benchmark programs in `src/bin/`.
 
 pub mod paper;
+pub mod search;
 pub mod svg;
 
 use std::time::{Duration, Instant};

@@ -54,6 +54,17 @@ struct Args {
     /// (`Twins::enable_clocks`); off by default, as on an instance without links.
     #[arg(long)]
     clocks: bool,
+    /// Run only the search scenario with this many things (see `opentwins_benches::search`):
+    /// searches and counts through the index against a scan, fill rate, reopen time.
+    #[arg(long)]
+    search: Option<usize>,
+    /// Timed runs of each query in the search scenario (the median is reported).
+    #[arg(long, default_value_t = 21)]
+    search_runs: usize,
+    /// PostgreSQL URL: the search scenario also runs on a PostgreSQL store (in a schema of its
+    /// own, dropped afterwards), e.g. `postgres://root@127.0.0.1:5432/test`.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 /// Set from `--clocks`: every engine of the run keeps clocks.
@@ -290,6 +301,22 @@ fn row(name: &str, ours: f64, baseline: f64, results: &mut Vec<Value>) {
     results.push(json!({"scenario": name, "ops_per_s": ours.round(), "baseline_ops_per_s": baseline.round(), "ratio": ours / baseline}));
 }
 
+/// Writes `results` as `out/name` with the command that produced them.
+fn write_results(
+    out: Option<&std::path::Path>,
+    name: &str,
+    concurrency: usize,
+    results: Vec<Value>,
+) {
+    let Some(out) = out else { return };
+    std::fs::create_dir_all(out).expect("create out dir");
+    let path = out.join(name);
+    let doc = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "concurrency": concurrency, "results": results});
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
+        .expect("write results");
+    println!("wrote {}", path.display());
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
@@ -298,6 +325,12 @@ async fn main() {
 
     if let Some(store) = &args.rss_child {
         rss_child(store, args.things, args.hot).await;
+        return;
+    }
+    if let Some(n) = args.search {
+        let results =
+            opentwins_benches::search::run(n, args.search_runs, args.postgres.as_deref()).await;
+        write_results(args.out.as_deref(), &format!("search-{n}.json"), 0, results);
         return;
     }
     for store in [
@@ -382,18 +415,12 @@ async fn main() {
         &mut results,
     );
 
-    if let Some(out) = args.out {
-        std::fs::create_dir_all(&out).expect("create out dir");
-        let path = out.join(if args.clocks {
-            "engine-clocks.json"
-        } else {
-            "engine.json"
-        });
-        let doc = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "concurrency": c, "results": results});
-        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
-            .expect("write results");
-        println!("wrote {}", path.display());
-    }
+    let name = if args.clocks {
+        "engine-clocks.json"
+    } else {
+        "engine.json"
+    };
+    write_results(args.out.as_deref(), name, c, results);
     // Let background durability watchers finish before the runtime stops.
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
