@@ -3,15 +3,14 @@
 //! there (the thing's revision is at least the highest acknowledged one, and every acknowledged
 //! create exists).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, TWIN_PERSISTED, ThingCommand};
-use opentwins_core::store::{SledConfig, SledStore, Store};
+use opentwins_core::store::{SledConfig, SledStore, Store, contract};
 use opentwins_core::{Pointer, ThingId};
 use serde_json::json;
 
@@ -97,43 +96,13 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 fn kill_9_loses_no_acknowledged_engine_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "engine_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if (line.starts_with("rev ") || line.starts_with("created ")) && tx.send(line).is_err()
-            {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let mut acks = Vec::new();
-    while acks.len() < ACKS_BEFORE_KILL {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => acks.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the child stopped acknowledging after {} acks: {e}",
-                    acks.len()
-                );
-            }
-        }
-    }
-    child.kill().expect("SIGKILL the child");
-    assert!(!child.wait().unwrap().success());
-    reader.join().unwrap();
-    acks.extend(rx.try_iter());
+    let acks = contract::kill_9_child(
+        "engine_child",
+        (CHILD_ENV, db.as_os_str()),
+        TIMEOUT,
+        |line| line.starts_with("rev ") || line.starts_with("created "),
+        |acks| acks.len() >= ACKS_BEFORE_KILL,
+    );
 
     let max_rev = acks
         .iter()

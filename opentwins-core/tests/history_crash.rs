@@ -3,17 +3,16 @@
 //! revision has its history point (the sink writes before the store write that flushes it).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::ops::ControlFlow;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentwins_core::engine::{EngineConfig, Twins};
 use opentwins_core::history::{History, HistoryConfig, HistorySink, Order, SledHistory, Span};
 use opentwins_core::policy::AuthContext;
 use opentwins_core::protocol::{Action, Headers, TWIN_PERSISTED, ThingCommand};
-use opentwins_core::store::{SledConfig, SledStore, Store};
+use opentwins_core::store::{SledConfig, SledStore, Store, contract};
 use opentwins_core::{Pointer, ThingId};
 use serde_json::json;
 
@@ -95,50 +94,18 @@ fn history_child() {
 fn kill_9_loses_no_history_of_an_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "history_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Option<u64>>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // The harness's "test history_child ... " may precede the first line.
-            let msg = match line.split_once("rev ") {
-                Some((_, rev)) => rev.parse().ok(),
-                None if line.ends_with("done") => None,
-                None => continue,
-            };
-            if tx.send(msg).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let mut acked = Vec::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Some(rev)) => acked.push(rev),
-            Ok(None) => break,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the child stopped after {} acks: {e}", acked.len());
-            }
-        }
-    }
-    child.kill().expect("SIGKILL the child");
-    assert!(!child.wait().unwrap().success());
-    reader.join().unwrap();
+    // The harness's "test history_child ... " may precede a line.
+    let lines = contract::kill_9_child(
+        "history_child",
+        (CHILD_ENV, db.as_os_str()),
+        TIMEOUT,
+        |line| line.contains("rev ") || line.ends_with("done"),
+        |lines| lines.last().is_some_and(|l| l.ends_with("done")),
+    );
+    let acked: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.split_once("rev ")?.1.parse().ok())
+        .collect();
     assert_eq!(acked.len(), ACKS);
 
     // The dropped process's lock may linger for a moment.

@@ -1,22 +1,17 @@
 //! Instances assembled from configuration, in process, linked over HTTP the way separate
 //! processes are: provisioned things and decisions reach the hub, frames do not.
 
+mod common;
+
 use std::time::Duration;
 
-use opentwins_runtime::{Instance, InstanceConfig, Role};
+use common::config;
+
+use opentwins_runtime::{Instance, Role};
 use opentwins_transport::link::{Direction, LinkConfig, PeerConfig};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn config(role: Role, id: &str, dir: &std::path::Path) -> InstanceConfig {
-    let mut c = InstanceConfig::defaults(role);
-    c.instance_id = id.into();
-    c.data_dir = dir.join(id);
-    c.listen = "127.0.0.1:0".into();
-    c.enable.mqtt = false;
-    c
-}
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
     for _ in 0..200 {

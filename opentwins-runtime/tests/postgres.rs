@@ -4,10 +4,14 @@
 //! `postgres://root@127.0.0.1:5432/test`); skips loudly without it, or fails when
 //! `OPENTWINS_REQUIRE_SERVICES=1`.
 
+mod common;
+
 use std::time::Duration;
 
+use common::config;
+
 use opentwins_postgres::PgConfig;
-use opentwins_runtime::{Instance, InstanceConfig, Role, StoreConfig};
+use opentwins_runtime::{Instance, Role, StoreConfig};
 use opentwins_transport::link::{Direction, LinkConfig, PeerConfig};
 use serde_json::json;
 
@@ -24,15 +28,6 @@ async fn sql(query: &str) -> Result<Vec<tokio_postgres::Row>, String> {
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     client.query(query, &[]).await.map_err(|e| e.to_string())
-}
-
-fn config(role: Role, id: &str, dir: &std::path::Path) -> InstanceConfig {
-    let mut c = InstanceConfig::defaults(role);
-    c.instance_id = id.into();
-    c.data_dir = dir.join(id);
-    c.listen = "127.0.0.1:0".into();
-    c.enable.mqtt = false;
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

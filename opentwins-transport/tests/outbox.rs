@@ -3,12 +3,11 @@
 //! test.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use opentwins_core::store::contract;
 use opentwins_transport::link::outbox::{
     Coalesce, Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxStats, Pushed,
 };
@@ -250,37 +249,13 @@ fn outbox_crash_child() {
 fn kill_9_after_a_flush_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "outbox_crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.ends_with("child flushed") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    if let Err(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the child never flushed: {e}");
-    }
-    child.kill().expect("SIGKILL the child");
-    assert!(!child.wait().unwrap().success());
-    reader.join().unwrap();
+    contract::kill_9_child(
+        "outbox_crash_child",
+        (CHILD_ENV, path.as_os_str()),
+        TIMEOUT,
+        |line| line.ends_with("child flushed"),
+        |lines| !lines.is_empty(),
+    );
 
     let db = open_db(&path);
     let ob = open(&db, 1 << 30);
