@@ -63,7 +63,8 @@ impl Twins {
             None => {
                 // Another order: every match is looked at, and only those that can still be
                 // on the page are copied.
-                let candidates = self.candidates(filter, SearchIndex::candidates);
+                // In no particular order (the page is sorted below): the slots alone will do.
+                let candidates = self.candidates(filter, SearchIndex::candidate_handles);
                 let mut select = query::PageSelect::new(&options)?;
                 let mut offer = |thing: &Thing, view: Option<Value>| {
                     let restricted = view.is_some();
@@ -76,7 +77,7 @@ impl Twins {
                     }
                 };
                 match candidates {
-                    Some(things) => things.iter().for_each(|(_, slot)| {
+                    Some(slots) => slots.iter().for_each(|slot| {
                         self.visit_slot(auth, filter, &slot.0, &mut offer);
                     }),
                     None => self.visit(auth, filter, offer),
